@@ -1,0 +1,2 @@
+//! sipedge proxy: library code behind the thin `main.rs`.
+#![forbid(unsafe_code)]

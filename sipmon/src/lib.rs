@@ -1,0 +1,2 @@
+//! sipedge sipmon: library code behind the thin `main.rs`.
+#![forbid(unsafe_code)]
