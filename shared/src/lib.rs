@@ -1,3 +1,5 @@
 //! sipedge common library: everything two of the binaries need.
 //! The `sip` module is sans-IO (no tokio); I/O lives in the modules that say so.
 #![forbid(unsafe_code)]
+
+pub mod config;
