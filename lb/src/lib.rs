@@ -1,2 +1,5 @@
 //! sipedge lb: library code behind the thin `main.rs`.
 #![forbid(unsafe_code)]
+
+pub mod keepalive;
+pub mod stun;
