@@ -3,4 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod flow_token;
+pub mod hash;
 pub mod net;
