@@ -1,6 +1,7 @@
 //! sipedge lb: library code behind the thin `main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod branch;
 pub mod flow;
 pub mod keepalive;
 pub mod stun;
