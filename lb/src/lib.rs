@@ -6,3 +6,4 @@ pub mod flow;
 pub mod keepalive;
 pub mod stun;
 pub mod tls;
+pub mod txn;

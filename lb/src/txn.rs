@@ -1,0 +1,346 @@
+//! The LB's transaction state, kept only to fail over (sans-IO: every call
+//! takes `now`). A forwarded request waits for its proxy; a 408 (received or
+//! from our own timer) or a 503 moves it to the next proxy in hash order, and
+//! any other final answer is relayed as is.
+//!
+//! ```text
+//! RFC 3261 §16.7 step 6 / §16.8: ... a 408 from the proxy's own timer is
+//!   treated like a received 408 ...
+//! ```
+//! Each worker owns its table (responses come back to the worker's own
+//! internal socket), so no lock is needed.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::branch::Branch;
+use crate::flow::FlowId;
+
+/// Transaction key: our branch without the attempt.
+pub type TxnKey = (u64, u64);
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Sent to a proxy, nothing back yet: the failover timer runs.
+    Waiting,
+    /// An INVITE got a provisional: no more failover on our timer.
+    Proceeding,
+    /// A final response was relayed; kept to absorb retransmissions/ACK.
+    Completed,
+}
+
+/// One forwarded request.
+#[derive(Debug)]
+pub struct Txn<R> {
+    /// The flow the request came in on (responses go back there).
+    pub source: FlowId,
+    /// The request as received, to rebuild it for the next proxy.
+    pub request: R,
+    /// INVITE (ACK/CANCEL handling, provisional rule).
+    pub is_invite: bool,
+    /// Branch of the current attempt.
+    pub branch: Branch,
+    /// Index in the ranking of the proxy now tried.
+    pub rank: usize,
+    /// The proxy now tried.
+    pub proxy: std::net::SocketAddr,
+    /// Phase.
+    pub phase: Phase,
+    /// The last response relayed to the client (resent on retransmission).
+    pub last_response: Option<Bytes>,
+    /// Final status relayed, if any.
+    pub final_status: Option<u16>,
+    /// When the request first arrived.
+    pub started: Instant,
+    deadline: Instant,
+}
+
+/// Timer values.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    /// Failover timer for non-INVITE requests.
+    pub non_invite: Duration,
+    /// Failover timer for an INVITE with no provisional yet.
+    pub invite: Duration,
+    /// How long an INVITE may stay in Proceeding (RFC 3261 Timer C > 3 min).
+    pub proceeding: Duration,
+    /// How long a completed transaction is kept (absorbs retransmissions
+    /// and the ACK for a non-2xx; 64*T1 for UDP).
+    pub linger: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            non_invite: Duration::from_secs(2),
+            invite: Duration::from_secs(2),
+            proceeding: Duration::from_secs(181),
+            linger: Duration::from_secs(32),
+        }
+    }
+}
+
+/// What a timeout means for a transaction.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Expiry {
+    /// The proxy did not answer in time: treat as 408 and fail over.
+    FailoverTimeout(TxnKey),
+    /// The transaction is over; it was removed.
+    Removed(TxnKey),
+}
+
+/// All transactions of one worker.
+#[derive(Debug)]
+pub struct TxnTable<R> {
+    map: HashMap<TxnKey, Txn<R>>,
+    timers: BinaryHeap<Reverse<(Instant, TxnKey)>>,
+    /// Timer values.
+    pub timers_cfg: Timers,
+}
+
+impl<R> TxnTable<R> {
+    /// An empty table.
+    pub fn new(timers_cfg: Timers) -> Self {
+        TxnTable {
+            map: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timers_cfg,
+        }
+    }
+
+    /// Number of live transactions.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Starts a transaction for a request just sent to `proxy`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        &mut self,
+        branch: Branch,
+        source: FlowId,
+        request: R,
+        is_invite: bool,
+        rank: usize,
+        proxy: std::net::SocketAddr,
+        now: Instant,
+    ) {
+        let deadline = now + self.failover_timer(is_invite);
+        self.map.insert(
+            branch.key(),
+            Txn {
+                source,
+                request,
+                is_invite,
+                branch,
+                rank,
+                proxy,
+                phase: Phase::Waiting,
+                last_response: None,
+                final_status: None,
+                started: now,
+                deadline,
+            },
+        );
+        self.timers.push(Reverse((deadline, branch.key())));
+    }
+
+    fn failover_timer(&self, is_invite: bool) -> Duration {
+        if is_invite {
+            self.timers_cfg.invite
+        } else {
+            self.timers_cfg.non_invite
+        }
+    }
+
+    /// The transaction, if any.
+    pub fn get(&self, key: &TxnKey) -> Option<&Txn<R>> {
+        self.map.get(key)
+    }
+
+    /// The transaction, mutable.
+    pub fn get_mut(&mut self, key: &TxnKey) -> Option<&mut Txn<R>> {
+        self.map.get_mut(key)
+    }
+
+    /// Removes a transaction.
+    pub fn remove(&mut self, key: &TxnKey) -> Option<Txn<R>> {
+        self.map.remove(key)
+    }
+
+    fn set_deadline(&mut self, key: TxnKey, deadline: Instant) {
+        if let Some(t) = self.map.get_mut(&key) {
+            t.deadline = deadline;
+            self.timers.push(Reverse((deadline, key)));
+        }
+    }
+
+    /// The request moved to the proxy at `rank` (failover), new timer.
+    pub fn retry(&mut self, key: TxnKey, rank: usize, proxy: std::net::SocketAddr, now: Instant) {
+        let timer = match self.map.get_mut(&key) {
+            Some(t) => {
+                t.rank = rank;
+                t.proxy = proxy;
+                t.branch = t.branch.with_attempt(t.branch.attempt.saturating_add(1));
+                t.phase = Phase::Waiting;
+                t.is_invite
+            }
+            None => return,
+        };
+        let d = now + self.failover_timer(timer);
+        self.set_deadline(key, d);
+    }
+
+    /// A provisional response arrived: an INVITE stops failing over on our
+    /// timer (the callee may ring for minutes).
+    pub fn on_provisional(&mut self, key: TxnKey, response: Option<Bytes>, now: Instant) {
+        let proceeding = self.timers_cfg.proceeding;
+        let (invite, was_waiting) = match self.map.get_mut(&key) {
+            Some(t) => {
+                if let Some(r) = response {
+                    t.last_response = Some(r);
+                }
+                let was = t.phase == Phase::Waiting;
+                if t.phase == Phase::Waiting {
+                    t.phase = Phase::Proceeding;
+                }
+                (t.is_invite, was)
+            }
+            None => return,
+        };
+        if invite && was_waiting {
+            self.set_deadline(key, now + proceeding);
+        }
+    }
+
+    /// A final response was relayed (or generated) for the client.
+    pub fn on_final(&mut self, key: TxnKey, status: u16, response: Bytes, now: Instant) {
+        let linger = self.timers_cfg.linger;
+        if let Some(t) = self.map.get_mut(&key) {
+            t.phase = Phase::Completed;
+            t.final_status = Some(status);
+            t.last_response = Some(response);
+        }
+        self.set_deadline(key, now + linger);
+    }
+
+    /// The earliest time `poll_expired` has work.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((when, key))) = self.timers.peek().copied() {
+            match self.map.get(&key) {
+                Some(t) if t.deadline == when => return Some(when),
+                // Superseded or removed entry: drop it lazily.
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// The next expired timer at `now`, if any. Waiting transactions are
+    /// reported for failover (and left in place); others are removed.
+    pub fn poll_expired(&mut self, now: Instant) -> Option<Expiry> {
+        loop {
+            let Reverse((when, key)) = *self.timers.peek()?;
+            if when > now {
+                return None;
+            }
+            self.timers.pop();
+            let Some(t) = self.map.get(&key) else {
+                continue;
+            };
+            if t.deadline != when {
+                continue;
+            }
+            if t.phase == Phase::Waiting {
+                return Some(Expiry::FailoverTimeout(key));
+            }
+            self.map.remove(&key);
+            return Some(Expiry::Removed(key));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::branch::BranchInput;
+    use crate::flow::FlowTransport;
+
+    fn flow() -> FlowId {
+        FlowId {
+            transport: FlowTransport::Udp,
+            conn: 0,
+            peer: "127.0.0.1:5090".parse().expect("literal"),
+            listener: 0,
+        }
+    }
+
+    fn branch(cseq: u32) -> Branch {
+        Branch::compute(
+            &BranchInput {
+                call_id: "c",
+                cseq,
+                ..Default::default()
+            },
+            0,
+        )
+    }
+
+    const P1: &str = "127.0.0.1:5071";
+    const P2: &str = "127.0.0.1:5072";
+
+    #[test]
+    fn waiting_request_times_out_into_failover_then_retry_rearms() {
+        let t0 = Instant::now();
+        let mut t: TxnTable<()> = TxnTable::new(Timers::default());
+        let b = branch(1);
+        t.start(b, flow(), (), false, 0, P1.parse().expect("lit"), t0);
+        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(t.poll_expired(t0 + Duration::from_millis(1999)), None);
+        let exp = t.poll_expired(t0 + Duration::from_secs(2));
+        assert_eq!(exp, Some(Expiry::FailoverTimeout(b.key())));
+        let t1 = t0 + Duration::from_secs(2);
+        t.retry(b.key(), 1, P2.parse().expect("lit"), t1);
+        let txn = t.get(&b.key()).expect("still there");
+        assert_eq!((txn.rank, txn.branch.attempt), (1, 1));
+        assert_eq!(t.next_deadline(), Some(t1 + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn invite_with_provisional_does_not_fail_over_on_timer() {
+        let t0 = Instant::now();
+        let mut t: TxnTable<()> = TxnTable::new(Timers::default());
+        let b = branch(2);
+        t.start(b, flow(), (), true, 0, P1.parse().expect("lit"), t0);
+        t.on_provisional(b.key(), None, t0 + Duration::from_millis(100));
+        assert_eq!(t.poll_expired(t0 + Duration::from_secs(60)), None);
+        let end = t0 + Duration::from_secs(200);
+        assert_eq!(t.poll_expired(end), Some(Expiry::Removed(b.key())));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn completed_transaction_lingers_then_goes() {
+        let t0 = Instant::now();
+        let mut t: TxnTable<()> = TxnTable::new(Timers::default());
+        let b = branch(3);
+        t.start(b, flow(), (), false, 0, P1.parse().expect("lit"), t0);
+        t.on_final(b.key(), 200, Bytes::from_static(b"SIP/2.0 200 OK"), t0);
+        assert_eq!(t.poll_expired(t0 + Duration::from_secs(5)), None);
+        assert!(t.get(&b.key()).is_some_and(|x| x.last_response.is_some()));
+        let gone = t.poll_expired(t0 + Duration::from_secs(33));
+        assert_eq!(gone, Some(Expiry::Removed(b.key())));
+        assert_eq!(t.next_deadline(), None);
+    }
+}
