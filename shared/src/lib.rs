@@ -6,3 +6,4 @@ pub mod config;
 pub mod flow_token;
 pub mod hash;
 pub mod net;
+pub mod sip;

@@ -1,0 +1,44 @@
+//! Call-ID: the dialog identifier, `word ["@" word]`.
+//!
+//! ```text
+//! RFC 3261 §25.1 callid = word [ "@" word ]
+//!                word   = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`"
+//!                         / "'" / "~" / "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE
+//!                         / "/" / "[" / "]" / "?" / "{" / "}" )
+//! ```
+
+use super::error::ParseError;
+use super::scan;
+
+/// Check and return a trimmed Call-ID value.
+pub fn parse_call_id(s: &str) -> Result<&str, ParseError> {
+    let s = scan::trim(s);
+    let ok = !s.is_empty()
+        && s.bytes().all(|c| c.is_ascii_graphic())
+        && s.bytes().filter(|&c| c == b'@').count() <= 1;
+    if ok {
+        Ok(s)
+    } else {
+        Err(ParseError::BadHeader("Call-ID"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_table() {
+        let table: &[(&str, bool)] = &[
+            ("a84b4c76e66710@pc33.example.com", true),
+            ("wsinv.ndaksdj@192.0.2.1", true),
+            ("abc", true),
+            ("", false),
+            ("a b", false),
+            ("a@b@c", false),
+        ];
+        for (i, ok) in table {
+            assert_eq!(parse_call_id(i).is_ok(), *ok, "{i}");
+        }
+    }
+}

@@ -1,0 +1,902 @@
+//! `Message`: a received SIP request or response as the original `Bytes` plus an
+//! index of the start line and every header (no copy); typed views parse on demand.
+//!
+//! ```text
+//! RFC 3261 §7     generic-message = start-line *message-header CRLF [ message-body ]
+//! RFC 3261 §7.3.1 header fields can be extended over multiple lines by preceding
+//!                 each extra line with at least one SP or horizontal tab.
+//! RFC 3261 §7.5   implementations processing SIP messages over stream-oriented
+//!                 transports MUST ignore any CRLF appearing before the start-line
+//! RFC 3261 §18.3  In the case of message-oriented transports (such as UDP), if the
+//!                 message has a Content-Length header field, the message body is
+//!                 assumed to contain that many bytes. Any bytes in the UDP packet
+//!                 beyond the end of the body MUST be discarded. [...] If the
+//!                 transport packet ends before the end of the message body, this is
+//!                 considered an error.
+//! ```
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use super::call_id::parse_call_id;
+use super::contact::Contact;
+use super::content_length::parse_content_length;
+use super::cseq::CSeq;
+use super::error::ParseError;
+use super::header_name::HeaderName;
+use super::limits::Limits;
+use super::max_forwards::MaxForwards;
+use super::method::{is_token, Method};
+use super::name_addr::NameAddr;
+use super::route::NameAddrs;
+use super::scan::CommaSplit;
+use super::via::Via;
+
+/// A byte range `[start, end)` in the message buffer (u32 keeps the index small).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    fn new(start: usize, end: usize) -> Self {
+        // Messages are bounded by Limits (far below 4 GiB); saturate anyway.
+        let c = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        Span {
+            start: c(start),
+            end: c(end),
+        }
+    }
+    /// As a `usize` range.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
+    /// Is the span empty?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One indexed header line (with its continuation lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderEntry {
+    /// The resolved name (compact forms resolved, `Other` when unknown).
+    pub name: HeaderName,
+    /// The name as received.
+    pub name_span: Span,
+    /// The value, trimmed of surrounding white space; may span folded lines.
+    pub value_span: Span,
+    /// The whole header, from the name to the end of its last line (CRLF included).
+    pub line_span: Span,
+    /// The value spans more than one line (it holds CRLF + WSP folds).
+    pub folded: bool,
+}
+
+/// The start line of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine {
+    /// `Method SP Request-URI SP SIP-Version`
+    Request {
+        /// Known method, or `Other` (text in `method_span`).
+        method: Method,
+        /// The method token.
+        method_span: Span,
+        /// The Request-URI text.
+        uri_span: Span,
+        /// The SIP-Version text.
+        version_span: Span,
+    },
+    /// `SIP-Version SP Status-Code SP Reason-Phrase`
+    Response {
+        /// The SIP-Version text.
+        version_span: Span,
+        /// The status code, 100..=699.
+        status: u16,
+        /// The reason phrase (may be empty).
+        reason_span: Span,
+    },
+}
+
+/// The index built by scanning the head of a message.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub start: StartLine,
+    /// The start line without its line end.
+    pub start_span: Span,
+    pub headers: SmallVec<[HeaderEntry; 32]>,
+    /// Offset of the first body byte (just after the empty line).
+    pub head_end: usize,
+}
+
+/// A parsed SIP message: the received bytes (exactly this message, nothing
+/// trailing) and an index over them. Cloning is cheap only for the `Bytes`.
+#[derive(Debug, Clone)]
+pub struct Message {
+    buf: Bytes,
+    start: StartLine,
+    start_span: Span,
+    headers: SmallVec<[HeaderEntry; 32]>,
+    body: Span,
+}
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Self) -> bool {
+        self.buf == other.buf
+            && self.start == other.start
+            && self.start_span == other.start_span
+            && self.headers[..] == other.headers[..]
+            && self.body == other.body
+    }
+}
+
+fn is_sp(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// `SIP/1*DIGIT.1*DIGIT`, "SIP" case-insensitive (RFC 3261 §25.1).
+pub(crate) fn is_version_syntax(v: &[u8]) -> bool {
+    let Some(rest) = v.get(4..) else { return false };
+    if !v[..4].eq_ignore_ascii_case(b"SIP/") {
+        return false;
+    }
+    let mut parts = rest.split(|&c| c == b'.');
+    let ok =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+fn parse_start_line(line: &[u8], base: usize) -> Result<StartLine, ParseError> {
+    let mk = |a: usize, b: usize| Span::new(base + a, base + b);
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        let v_end = line
+            .iter()
+            .position(|&c| c == b' ')
+            .ok_or(ParseError::BadStartLine)?;
+        if !is_version_syntax(&line[..v_end]) {
+            return Err(ParseError::BadStartLine);
+        }
+        let mut i = v_end;
+        while i < line.len() && line[i] == b' ' {
+            i += 1;
+        }
+        let code = line.get(i..i + 3).ok_or(ParseError::BadStatus)?;
+        if !code.iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::BadStatus);
+        }
+        if line.get(i + 3).is_some_and(|&c| c != b' ') {
+            return Err(ParseError::BadStatus);
+        }
+        let status = code.iter().fold(0u16, |a, &d| a * 10 + u16::from(d - b'0'));
+        if !(100..=699).contains(&status) {
+            return Err(ParseError::BadStatus);
+        }
+        let r_start = (i + 4).min(line.len());
+        return Ok(StartLine::Response {
+            version_span: mk(0, v_end),
+            status,
+            reason_span: mk(r_start, line.len()),
+        });
+    }
+    let m_end = line
+        .iter()
+        .position(|&c| c == b' ')
+        .ok_or(ParseError::BadStartLine)?;
+    let method = &line[..m_end];
+    if !is_token(method) {
+        return Err(ParseError::BadMethod);
+    }
+    // Liberal with runs of SP and trailing SP (RFC 4475 lwsstart, trws).
+    let mut end = line.len();
+    while end > m_end && is_sp(line[end - 1]) {
+        end -= 1;
+    }
+    let v_start = line[..end]
+        .iter()
+        .rposition(|&c| c == b' ')
+        .map_or(end, |p| p + 1);
+    if v_start <= m_end + 1 {
+        return Err(ParseError::BadStartLine);
+    }
+    if !is_version_syntax(&line[v_start..end]) {
+        return Err(ParseError::BadStartLine);
+    }
+    let mut u_start = m_end;
+    while u_start < v_start && line[u_start] == b' ' {
+        u_start += 1;
+    }
+    let mut u_end = v_start;
+    while u_end > u_start && line[u_end - 1] == b' ' {
+        u_end -= 1;
+    }
+    if u_start >= u_end {
+        return Err(ParseError::BadStartLine);
+    }
+    Ok(StartLine::Request {
+        method: Method::parse(method),
+        method_span: mk(0, m_end),
+        uri_span: mk(u_start, u_end),
+        version_span: mk(v_start, end),
+    })
+}
+
+/// Scan the head (start line and headers) of a message that starts at `buf[0]`.
+/// `at_eof_ok`: a head that ends at the end of `buf` without the empty line is
+/// accepted (datagrams); otherwise it is `Incomplete`.
+pub(crate) fn parse_head(buf: &[u8], limits: &Limits, at_eof_ok: bool) -> Result<Head, ParseError> {
+    let mut pos = 0;
+    let mut start: Option<(StartLine, Span)> = None;
+    let mut headers: SmallVec<[HeaderEntry; 32]> = SmallVec::new();
+    loop {
+        let (line_end, next) = match memchr::memchr(b'\n', &buf[pos..]) {
+            Some(off) => {
+                let nl = pos + off;
+                let le = if nl > pos && buf[nl - 1] == b'\r' {
+                    nl - 1
+                } else {
+                    nl
+                };
+                (le, nl + 1)
+            }
+            None if at_eof_ok => {
+                if pos >= buf.len() {
+                    // End of datagram right after a complete line: treat as the empty line.
+                    if start.is_none() {
+                        return Err(ParseError::Empty);
+                    }
+                    break;
+                }
+                let mut le = buf.len();
+                if buf[le - 1] == b'\r' {
+                    le -= 1;
+                }
+                (le, buf.len())
+            }
+            None => {
+                if buf.len() - pos > limits.max_line {
+                    return Err(ParseError::LineTooLong);
+                }
+                return Err(ParseError::Incomplete);
+            }
+        };
+        let line = &buf[pos..line_end];
+        if line.len() > limits.max_line {
+            return Err(ParseError::LineTooLong);
+        }
+        let Some(_) = start else {
+            if line.is_empty() {
+                return Err(ParseError::BadStartLine);
+            }
+            start = Some((parse_start_line(line, pos)?, Span::new(pos, line_end)));
+            pos = next;
+            continue;
+        };
+        if line.is_empty() {
+            pos = next;
+            break;
+        }
+        if is_sp(line[0]) {
+            // Continuation of the previous header (a fold).
+            let h = headers.last_mut().ok_or(ParseError::BadFolding)?;
+            let mut a = 0;
+            while a < line.len() && is_sp(line[a]) {
+                a += 1;
+            }
+            let mut b = line.len();
+            while b > a && is_sp(line[b - 1]) {
+                b -= 1;
+            }
+            if a < b {
+                if h.value_span.is_empty() {
+                    h.value_span = Span::new(pos + a, pos + b);
+                } else {
+                    h.value_span.end = Span::new(pos + b, pos + b).end;
+                    h.folded = true;
+                }
+            }
+            h.line_span.end = Span::new(next, next).end;
+            pos = next;
+            if next >= buf.len() && at_eof_ok {
+                break;
+            }
+            continue;
+        }
+        if headers.len() >= limits.max_headers {
+            return Err(ParseError::TooManyHeaders);
+        }
+        let colon = line
+            .iter()
+            .position(|&c| c == b':')
+            .ok_or(ParseError::BadHeaderLine)?;
+        let mut n_end = colon;
+        while n_end > 0 && is_sp(line[n_end - 1]) {
+            n_end -= 1;
+        }
+        let name = &line[..n_end];
+        if !is_token(name) {
+            return Err(ParseError::BadHeaderLine);
+        }
+        let mut a = colon + 1;
+        while a < line.len() && is_sp(line[a]) {
+            a += 1;
+        }
+        let mut b = line.len();
+        while b > a && is_sp(line[b - 1]) {
+            b -= 1;
+        }
+        headers.push(HeaderEntry {
+            name: HeaderName::parse(name),
+            name_span: Span::new(pos, pos + n_end),
+            value_span: Span::new(pos + a, pos + b),
+            line_span: Span::new(pos, next),
+            folded: false,
+        });
+        pos = next;
+        if next >= buf.len() && at_eof_ok {
+            break;
+        }
+    }
+    let (start, start_span) = start.ok_or(ParseError::Empty)?;
+    if std::str::from_utf8(&buf[..pos]).is_err() {
+        return Err(ParseError::NotUtf8);
+    }
+    Ok(Head {
+        start,
+        start_span,
+        headers,
+        head_end: pos,
+    })
+}
+
+/// The Content-Length of the head: `None` when absent; an error when malformed
+/// or when several headers disagree (RFC 4475 mcl01).
+pub(crate) fn head_content_length(buf: &[u8], head: &Head) -> Result<Option<usize>, ParseError> {
+    let mut found: Option<usize> = None;
+    for h in head
+        .headers
+        .iter()
+        .filter(|h| h.name == HeaderName::ContentLength)
+    {
+        let v = std::str::from_utf8(buf.get(h.value_span.range()).unwrap_or_default())
+            .map_err(|_| ParseError::NotUtf8)?;
+        let n = parse_content_length(v)?;
+        match found {
+            Some(prev) if prev != n => return Err(ParseError::ConflictingContentLength),
+            _ => found = Some(n),
+        }
+    }
+    Ok(found)
+}
+
+impl Message {
+    /// Parse one datagram (UDP). Leading CRLFs are skipped; bytes after the body
+    /// that Content-Length announces are ignored; without Content-Length the body
+    /// is the rest of the datagram.
+    pub fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+        if buf.len() > limits.max_message {
+            return Err(ParseError::MessageTooLarge);
+        }
+        let skip = buf
+            .iter()
+            .position(|&c| c != b'\r' && c != b'\n')
+            .ok_or(ParseError::Empty)?;
+        let b = &buf[skip..];
+        let head = parse_head(b, limits, true)?;
+        let cl = head_content_length(b, &head)?;
+        let avail = b.len() - head.head_end;
+        let body_len = match cl {
+            Some(n) if n > avail => return Err(ParseError::ContentLengthTooLarge),
+            Some(n) => n,
+            None => avail,
+        };
+        let total = head.head_end + body_len;
+        Ok(Self::from_head(buf.slice(skip..skip + total), head))
+    }
+
+    /// Build from a head scanned over exactly `buf` (framer and datagram parser).
+    pub(crate) fn from_head(buf: Bytes, head: Head) -> Message {
+        let body = Span::new(head.head_end.min(buf.len()), buf.len());
+        Message {
+            buf,
+            start: head.start,
+            start_span: head.start_span,
+            headers: head.headers,
+            body,
+        }
+    }
+
+    fn text(&self, span: Span) -> &str {
+        // The head was checked to be UTF-8 at parse time and spans end on ASCII
+        // delimiters, so this never fails; "" is a harmless fallback.
+        self.buf
+            .get(span.range())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+
+    /// The start line as parsed.
+    pub fn start_line(&self) -> &StartLine {
+        &self.start
+    }
+
+    /// The start line text, without its line end.
+    pub fn start_line_str(&self) -> &str {
+        self.text(self.start_span)
+    }
+
+    /// The span of the start line (without CRLF).
+    pub fn start_line_span(&self) -> Span {
+        self.start_span
+    }
+
+    /// Is it a request?
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    /// The method of a request (`None` for a response).
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The method token as received ("" for a response).
+    pub fn method_str(&self) -> &str {
+        match self.start {
+            StartLine::Request { method_span, .. } => self.text(method_span),
+            StartLine::Response { .. } => "",
+        }
+    }
+
+    /// The Request-URI text of a request.
+    pub fn request_uri(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Request { uri_span, .. } => Some(self.text(uri_span)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    /// The status code of a response.
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { status, .. } => Some(status),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase of a response.
+    pub fn reason(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Response { reason_span, .. } => Some(self.text(reason_span)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The SIP-Version text of the start line (e.g. `SIP/2.0`).
+    pub fn version(&self) -> &str {
+        match self.start {
+            StartLine::Request { version_span, .. } | StartLine::Response { version_span, .. } => {
+                self.text(version_span)
+            }
+        }
+    }
+
+    /// The indexed headers, in received order.
+    pub fn header_entries(&self) -> &[HeaderEntry] {
+        &self.headers
+    }
+
+    /// Number of header lines.
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Iterate `(name, name as received, raw value)` in received order.
+    pub fn headers(&self) -> impl Iterator<Item = (HeaderName, &str, &str)> + '_ {
+        self.headers
+            .iter()
+            .map(|h| (h.name, self.text(h.name_span), self.text(h.value_span)))
+    }
+
+    /// The raw value of header `idx` (folds kept), `None` when out of range.
+    pub fn header_raw(&self, idx: usize) -> Option<&str> {
+        self.headers.get(idx).map(|h| self.text(h.value_span))
+    }
+
+    /// The name, as received, of header `idx`.
+    pub fn header_name_raw(&self, idx: usize) -> Option<&str> {
+        self.headers.get(idx).map(|h| self.text(h.name_span))
+    }
+
+    /// Index of the first header with this name.
+    pub fn find(&self, name: HeaderName) -> Option<usize> {
+        self.headers.iter().position(|h| h.name == name)
+    }
+
+    /// Index of the first header whose name equals `name` (any case; compact
+    /// forms and unknown names work too).
+    pub fn find_str(&self, name: &str) -> Option<usize> {
+        let n = HeaderName::parse(name.as_bytes());
+        if n != HeaderName::Other {
+            return self.find(n);
+        }
+        self.headers.iter().position(|h| {
+            h.name == HeaderName::Other && self.text(h.name_span).eq_ignore_ascii_case(name)
+        })
+    }
+
+    /// How many header lines carry this name.
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.headers.iter().filter(|h| h.name == name).count()
+    }
+
+    /// The first header of this name, unfolded (borrowed unless it was folded).
+    pub fn header(&self, name: HeaderName) -> Option<Cow<'_, str>> {
+        self.find(name).map(|i| self.header_unfolded(i))
+    }
+
+    /// Header `idx`, unfolded: each CRLF + white space becomes one SP.
+    pub fn header_unfolded(&self, idx: usize) -> Cow<'_, str> {
+        let Some(h) = self.headers.get(idx) else {
+            return Cow::Borrowed("");
+        };
+        let raw = self.text(h.value_span);
+        if !h.folded {
+            return Cow::Borrowed(raw);
+        }
+        Cow::Owned(unfold(raw))
+    }
+
+    /// Every comma-separated value of every header of this name, in order,
+    /// trimmed, respecting quotes and `<...>`; lazy and allocation-free.
+    pub fn values(&self, name: HeaderName) -> Values<'_> {
+        Values {
+            msg: self,
+            name,
+            idx: 0,
+            cur: None,
+        }
+    }
+
+    /// The comma-separated values of header `idx` as absolute spans.
+    pub fn value_spans(&self, idx: usize) -> impl Iterator<Item = Span> + '_ {
+        let (base, raw) = match self.headers.get(idx) {
+            Some(h) => (h.value_span.start as usize, self.text(h.value_span)),
+            None => (0, ""),
+        };
+        CommaSplit::new(raw).map(move |(a, b)| Span::new(base + a, base + b))
+    }
+
+    /// The topmost Via value.
+    pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
+        let v = self
+            .values(HeaderName::Via)
+            .next()
+            .ok_or(ParseError::MissingHeader("Via"))?;
+        Via::parse(v)
+    }
+
+    /// Every Via value, top first.
+    pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, ParseError>> + '_ {
+        self.values(HeaderName::Via).map(Via::parse)
+    }
+
+    fn single(&self, name: HeaderName, label: &'static str) -> Result<&str, ParseError> {
+        let i = self.find(name).ok_or(ParseError::MissingHeader(label))?;
+        Ok(self.header_raw(i).unwrap_or(""))
+    }
+
+    /// The CSeq header.
+    pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
+        CSeq::parse(self.single(HeaderName::CSeq, "CSeq")?)
+    }
+
+    /// The Call-ID header.
+    pub fn call_id(&self) -> Result<&str, ParseError> {
+        parse_call_id(self.single(HeaderName::CallId, "Call-ID")?)
+    }
+
+    /// Max-Forwards, `None` when absent.
+    pub fn max_forwards(&self) -> Result<Option<MaxForwards>, ParseError> {
+        match self.find(HeaderName::MaxForwards) {
+            None => Ok(None),
+            Some(i) => MaxForwards::parse(self.header_raw(i).unwrap_or("")).map(Some),
+        }
+    }
+
+    /// Content-Length, `None` when absent.
+    pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
+        match self.find(HeaderName::ContentLength) {
+            None => Ok(None),
+            Some(i) => parse_content_length(self.header_raw(i).unwrap_or("")).map(Some),
+        }
+    }
+
+    /// The From header.
+    pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
+        NameAddr::parse(self.single(HeaderName::From, "From")?)
+            .map_err(|_| ParseError::BadHeader("From"))
+    }
+
+    /// The To header.
+    pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
+        NameAddr::parse(self.single(HeaderName::To, "To")?).map_err(|_| ParseError::BadHeader("To"))
+    }
+
+    /// The Contact headers: `*` or the list of contacts.
+    pub fn contacts(&self) -> Result<Contact<'_>, ParseError> {
+        Contact::from_values(self.values(HeaderName::Contact))
+    }
+
+    /// Route values, top first.
+    pub fn routes(&self) -> NameAddrs<'_> {
+        NameAddrs::new(self.values(HeaderName::Route), "Route")
+    }
+
+    /// Record-Route values, top first.
+    pub fn record_routes(&self) -> NameAddrs<'_> {
+        NameAddrs::new(self.values(HeaderName::RecordRoute), "Record-Route")
+    }
+
+    /// Path values, top first.
+    pub fn paths(&self) -> NameAddrs<'_> {
+        NameAddrs::new(self.values(HeaderName::Path), "Path")
+    }
+
+    /// The whole message as received.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The underlying buffer (exactly this message).
+    pub fn bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    /// The body (zero-copy).
+    pub fn body(&self) -> &[u8] {
+        self.buf.get(self.body.range()).unwrap_or_default()
+    }
+
+    /// The body span (its start is the end of the head).
+    pub fn body_span(&self) -> Span {
+        self.body
+    }
+
+    /// Length of the whole message in bytes.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Always false for a parsed message (kept for clippy's `len` rule).
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
+/// Replace every fold (CRLF or LF followed by white space) with one SP.
+pub fn unfold(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' || c == '\n' {
+            while chars
+                .peek()
+                .is_some_and(|&n| matches!(n, '\r' | '\n' | ' ' | '\t'))
+            {
+                chars.next();
+            }
+            // The white space before the fold is already there; avoid doubling it.
+            if !out.ends_with([' ', '\t']) {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Iterator over the comma-separated values of all headers of one name.
+#[derive(Debug, Clone)]
+pub struct Values<'m> {
+    msg: &'m Message,
+    name: HeaderName,
+    idx: usize,
+    cur: Option<(&'m str, CommaSplit<'m>)>,
+}
+
+impl<'m> Iterator for Values<'m> {
+    type Item = &'m str;
+
+    fn next(&mut self) -> Option<&'m str> {
+        loop {
+            if let Some((raw, split)) = &mut self.cur {
+                if let Some((a, b)) = split.next() {
+                    return Some(raw.get(a..b).unwrap_or(""));
+                }
+                self.cur = None;
+            }
+            let h = self
+                .msg
+                .headers
+                .get(self.idx..)?
+                .iter()
+                .position(|h| h.name == self.name)?;
+            let i = self.idx + h;
+            self.idx = i + 1;
+            let raw = self.msg.text(self.msg.headers[i].value_span);
+            self.cur = Some((raw, CommaSplit::new(raw)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INV: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds, SIP/2.0/TCP [2001:db8::1]\r\n\
+v: SIP/2.0/UDP host.example.com;branch=z9hG4bKx\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@example.com>\r\n\
+f: \"Alice\" <sip:alice@example.com>;tag=1928301774\r\n\
+i: a84b4c76e66710@pc33.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Subject: folded\r\n  across lines\r\n\
+l: 4\r\n\
+\r\n\
+abcdEXTRA";
+
+    fn parse(b: &[u8]) -> Result<Message, ParseError> {
+        Message::parse_datagram(Bytes::copy_from_slice(b), &Limits::default())
+    }
+
+    #[test]
+    fn parses_request_index() {
+        let m = parse(INV).expect("valid");
+        assert!(m.is_request());
+        assert_eq!(m.method(), Some(Method::Invite));
+        assert_eq!(m.request_uri(), Some("sip:bob@example.com"));
+        assert_eq!(m.version(), "SIP/2.0");
+        assert_eq!(m.body(), b"abcd");
+        assert_eq!(m.len(), INV.len() - 5);
+        assert_eq!(m.count(HeaderName::Via), 2);
+        assert_eq!(m.values(HeaderName::Via).count(), 3);
+        assert_eq!(m.call_id(), Ok("a84b4c76e66710@pc33.example.com"));
+        assert_eq!(m.cseq().map(|c| c.seq), Ok(314159));
+        assert_eq!(m.max_forwards().ok().flatten().map(|m| m.get()), Some(70));
+        assert_eq!(
+            m.header(HeaderName::Subject).as_deref(),
+            Some("folded across lines")
+        );
+        assert!(matches!(m.header(HeaderName::To), Some(Cow::Borrowed(_))));
+        assert_eq!(m.from().ok().and_then(|f| f.tag()), Some("1928301774"));
+        assert_eq!(
+            m.top_via().ok().and_then(|v| v.branch).map(|b| b.as_str()),
+            Some("z9hG4bK776asdhds")
+        );
+        assert_eq!(m.find_str("subject"), Some(7));
+        assert_eq!(m.headers().nth(4).map(|(_, n, _)| n), Some("f"));
+        assert_eq!(m.header_entries().len(), 9);
+        assert!(m.header_entries()[7].folded);
+    }
+
+    #[test]
+    fn parses_response() {
+        let m = parse(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n")
+            .expect("valid");
+        assert_eq!(m.status(), Some(180));
+        assert_eq!(m.reason(), Some("Ringing"));
+        assert_eq!(m.method(), None);
+    }
+
+    #[test]
+    fn datagram_errors() {
+        let table: &[(&[u8], ParseError)] = &[
+            (b"", ParseError::Empty),
+            (b"\r\n\r\n", ParseError::Empty),
+            (
+                b"INVITE sip:a SIP/2.0\r\nContent-Length: 10\r\n\r\nabc",
+                ParseError::ContentLengthTooLarge,
+            ),
+            (
+                b"INVITE sip:a SIP/2.0\r\nContent-Length: -1\r\n\r\n",
+                ParseError::BadContentLength,
+            ),
+            (
+                b"INVITE sip:a SIP/2.0\r\nl: 1\r\nl: 2\r\n\r\nab",
+                ParseError::ConflictingContentLength,
+            ),
+            (
+                b"INVITE sip:a SIP/2.0\r\nNoColon\r\n\r\n",
+                ParseError::BadHeaderLine,
+            ),
+            (
+                b"INVITE sip:a SIP/2.0\r\n folded\r\n\r\n",
+                ParseError::BadFolding,
+            ),
+            (b"INVITE  SIP/2.0\r\n\r\n", ParseError::BadStartLine),
+            (b"INVITE sip:a HTTP/1.1\r\n\r\n", ParseError::BadStartLine),
+            (b"SIP/2.0 99 Low\r\n\r\n", ParseError::BadStatus),
+            (b"SIP/2.0 1000 Big\r\n\r\n", ParseError::BadStatus),
+            (b"SIP/2.0 700 Big\r\n\r\n", ParseError::BadStatus),
+            (b"IN VITE\r\n\r\n", ParseError::BadStartLine),
+            (b"INV\xffITE sip:a SIP/2.0\r\n\r\n", ParseError::BadMethod),
+            (
+                b"INVITE sip:a SIP/2.0\r\nX: \xff\r\n\r\n",
+                ParseError::NotUtf8,
+            ),
+        ];
+        for (input, want) in table {
+            assert_eq!(
+                parse(input).err().as_ref(),
+                Some(want),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn limits_apply() {
+        let small = Limits {
+            max_message: 40,
+            max_headers: 1,
+            max_line: 30,
+        };
+        let p = |b: &[u8]| Message::parse_datagram(Bytes::copy_from_slice(b), &small).err();
+        assert_eq!(p(&[b'a'; 41]), Some(ParseError::MessageTooLarge));
+        assert_eq!(
+            p(b"OPTIONS sip:a SIP/2.0\r\nA: 1\r\nB: 2\r\n\r\n"),
+            Some(ParseError::TooManyHeaders)
+        );
+        let long = Limits {
+            max_message: 100,
+            ..small
+        };
+        let r = Message::parse_datagram(
+            Bytes::from_static(b"OPTIONS sip:aaaaaaaaaaaaaaaaaaaa SIP/2.0\r\n\r\n"),
+            &long,
+        );
+        assert_eq!(r.err(), Some(ParseError::LineTooLong));
+    }
+
+    #[test]
+    fn lenient_forms() {
+        // Leading CRLFs, no final empty line, no Content-Length, LF-only line ends.
+        let m = parse(b"\r\n\r\nOPTIONS sip:a SIP/2.0\r\nCall-ID: x").expect("ok");
+        assert_eq!(m.call_id(), Ok("x"));
+        let m = parse(b"OPTIONS sip:a SIP/2.0\nCall-ID: y\n\nbody").expect("ok");
+        assert_eq!(m.body(), b"body");
+        let m = parse(b"OPTIONS  sip:a   SIP/2.0  \r\n\r\n").expect("ok");
+        assert_eq!(m.request_uri(), Some("sip:a"));
+        let m = parse(b"SIP/2.0 200 \r\n\r\n").expect("ok");
+        assert_eq!(m.reason(), Some(""));
+        let m = parse(b"SIP/2.0 200\r\n\r\n").expect("ok");
+        assert_eq!(m.reason(), Some(""));
+    }
+
+    #[test]
+    fn unfold_table() {
+        let table = [
+            ("a\r\n b", "a b"),
+            ("a \r\n\tb", "a b"),
+            ("a", "a"),
+            ("a\r\n \r\n b", "a b"),
+        ];
+        for (i, o) in table {
+            assert_eq!(unfold(i), o);
+        }
+    }
+}

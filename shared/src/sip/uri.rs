@@ -1,0 +1,542 @@
+//! `Uri`: a SIP, SIPS or tel URI (or any other scheme, kept opaque) borrowing the
+//! received text; `Host` covers domains, IPv4 and IPv6 references.
+//!
+//! ```text
+//! RFC 3261 §25.1  SIP-URI  = "sip:" [ userinfo ] hostport uri-parameters [ headers ]
+//!                 userinfo = ( user / telephone-subscriber ) [ ":" password ] "@"
+//!                 hostport = host [ ":" port ]
+//!                 host     = hostname / IPv4address / IPv6reference
+//!                 IPv6reference = "[" IPv6address "]"
+//!                 uri-parameters = *( ";" uri-parameter )
+//!                 headers  = "?" header *( "&" header )
+//! RFC 3261 §19.1.4 comparison: scheme and host are case-insensitive; user is
+//!                 case-sensitive; characters other than those in the "reserved"
+//!                 set are equivalent to their "%" HEX HEX encoding.
+//! RFC 3966 §3     telephone-uri = "tel:" telephone-subscriber
+//! ```
+
+use std::borrow::Cow;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::error::ParseError;
+use super::scan::Params;
+
+/// The scheme of a URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme<'a> {
+    /// `sip:`
+    Sip,
+    /// `sips:`
+    Sips,
+    /// `tel:`
+    Tel,
+    /// Any other syntactically valid scheme (answered with 416 on a Request-URI).
+    Other(&'a str),
+}
+
+/// A host: domain name, IPv4 address or IPv6 reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Host<'a> {
+    /// A domain name as received (compare case-insensitively).
+    Domain(&'a str),
+    /// An IPv4 address.
+    Ipv4(Ipv4Addr),
+    /// An IPv6 address (written `[...]` in URIs and Via sent-by).
+    Ipv6(Ipv6Addr),
+}
+
+impl<'a> Host<'a> {
+    /// Parse a host; IPv6 must be bracketed unless `bare_v6` (Via `received`).
+    pub fn parse(s: &'a str) -> Result<Host<'a>, ParseError> {
+        Self::parse_inner(s, false)
+    }
+
+    /// Parse a host where a bare IPv6 address is also accepted (RFC 3261
+    /// `received = IPv4address / IPv6address`).
+    pub fn parse_lenient(s: &'a str) -> Result<Host<'a>, ParseError> {
+        Self::parse_inner(s, true)
+    }
+
+    fn parse_inner(s: &'a str, bare_v6: bool) -> Result<Host<'a>, ParseError> {
+        if let Some(inner) = s.strip_prefix('[') {
+            let inner = inner.strip_suffix(']').ok_or(ParseError::BadUri)?;
+            return inner
+                .parse()
+                .map(Host::Ipv6)
+                .map_err(|_| ParseError::BadUri);
+        }
+        if let Ok(a) = s.parse::<Ipv4Addr>() {
+            return Ok(Host::Ipv4(a));
+        }
+        if bare_v6 {
+            if let Ok(a) = s.parse::<Ipv6Addr>() {
+                return Ok(Host::Ipv6(a));
+            }
+        }
+        let ok = !s.is_empty()
+            && s.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+            && !s.starts_with(['.', '-']);
+        if ok {
+            Ok(Host::Domain(s))
+        } else {
+            Err(ParseError::BadUri)
+        }
+    }
+}
+
+impl std::fmt::Display for Host<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Host::Domain(d) => f.write_str(d),
+            Host::Ipv4(a) => write!(f, "{a}"),
+            Host::Ipv6(a) => write!(f, "[{a}]"),
+        }
+    }
+}
+
+/// A parsed URI borrowing its text. Printing gives the text exactly as received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    raw: &'a str,
+    /// The scheme.
+    pub scheme: Scheme<'a>,
+    /// The user part (sip/sips), or the telephone-subscriber of a tel URI; escaped.
+    pub user: Option<&'a str>,
+    /// The password of the userinfo (deprecated but legal).
+    pub password: Option<&'a str>,
+    /// The host (absent for tel and opaque URIs).
+    pub host: Option<Host<'a>>,
+    /// The host text as received.
+    pub host_str: &'a str,
+    /// The port, when given.
+    pub port: Option<u16>,
+    params: Params<'a>,
+    headers: Option<&'a str>,
+}
+
+fn is_unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
+}
+
+/// Every `%` is followed by two hex digits.
+fn escapes_ok(s: &[u8]) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let ok = s
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            if !ok {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    true
+}
+
+fn user_ok(s: &str) -> bool {
+    !s.is_empty()
+        && escapes_ok(s.as_bytes())
+        && s.bytes().all(|c| {
+            is_unreserved(c)
+                || matches!(
+                    c,
+                    b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+                )
+        })
+}
+
+fn password_ok(s: &str) -> bool {
+    escapes_ok(s.as_bytes())
+        && s.bytes()
+            .all(|c| is_unreserved(c) || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b','))
+}
+
+fn paramchars_ok(s: &str) -> bool {
+    escapes_ok(s.as_bytes())
+        && s.bytes().all(|c| {
+            is_unreserved(c)
+                || matches!(
+                    c,
+                    b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b';' | b'='
+                )
+        })
+}
+
+fn headerchars_ok(s: &str) -> bool {
+    escapes_ok(s.as_bytes())
+        && s.bytes().all(|c| {
+            is_unreserved(c)
+                || matches!(
+                    c,
+                    b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'&' | b'='
+                )
+        })
+}
+
+fn scheme_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphabetic()
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+}
+
+impl<'a> Uri<'a> {
+    /// Parse a URI. Unknown schemes parse as `Scheme::Other` with the rest opaque.
+    pub fn parse(raw: &'a str) -> Result<Uri<'a>, ParseError> {
+        let colon = raw.find(':').ok_or(ParseError::BadUri)?;
+        let (scheme_s, rest) = (&raw[..colon], &raw[colon + 1..]);
+        if !scheme_ok(scheme_s) {
+            return Err(ParseError::BadUri);
+        }
+        let scheme = if scheme_s.eq_ignore_ascii_case("sip") {
+            Scheme::Sip
+        } else if scheme_s.eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else if scheme_s.eq_ignore_ascii_case("tel") {
+            Scheme::Tel
+        } else {
+            if rest.is_empty() || rest.bytes().any(|c| c <= b' ' || c == 0x7f) {
+                return Err(ParseError::BadUri);
+            }
+            return Ok(Uri {
+                raw,
+                scheme: Scheme::Other(scheme_s),
+                user: None,
+                password: None,
+                host: None,
+                host_str: "",
+                port: None,
+                params: Params::default(),
+                headers: None,
+            });
+        };
+        if scheme == Scheme::Tel {
+            let end = rest.find(';').unwrap_or(rest.len());
+            let number = &rest[..end];
+            let params = &rest[end..];
+            let num_ok = !number.is_empty()
+                && number.bytes().all(|c| {
+                    c.is_ascii_hexdigit()
+                        || matches!(c, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#')
+                });
+            if !num_ok || !paramchars_ok(params) {
+                return Err(ParseError::BadUri);
+            }
+            return Ok(Uri {
+                raw,
+                scheme,
+                user: Some(number),
+                password: None,
+                host: None,
+                host_str: "",
+                port: None,
+                params: Params::new(params),
+                headers: None,
+            });
+        }
+        // userinfo ends at the first '@' ('@' is never legal unescaped elsewhere).
+        let (userinfo, hostpart) = match rest.find('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(ui) => {
+                // The user may hold ';' and '?' (semiuri); the password follows the first ':'.
+                match ui.find(':') {
+                    Some(c) => (Some(&ui[..c]), Some(&ui[c + 1..])),
+                    None => (Some(ui), None),
+                }
+            }
+        };
+        if user.is_some_and(|u| !user_ok(u)) || password.is_some_and(|p| !password_ok(p)) {
+            return Err(ParseError::BadUri);
+        }
+        let (hostport, after) = if hostpart.starts_with('[') {
+            let close = hostpart.find(']').ok_or(ParseError::BadUri)?;
+            let rest = &hostpart[close + 1..];
+            let e = rest.find([';', '?']).unwrap_or(rest.len());
+            (&hostpart[..close + 1 + e], &rest[e..])
+        } else {
+            let e = hostpart.find([';', '?']).unwrap_or(hostpart.len());
+            (&hostpart[..e], &hostpart[e..])
+        };
+        let (host_str, port) = match hostport.rfind(':') {
+            Some(c) if !hostport[c..].contains(']') => {
+                let p = &hostport[c + 1..];
+                if p.is_empty() || p.len() > 5 || !p.bytes().all(|d| d.is_ascii_digit()) {
+                    return Err(ParseError::BadUri);
+                }
+                (
+                    &hostport[..c],
+                    Some(p.parse::<u16>().map_err(|_| ParseError::BadUri)?),
+                )
+            }
+            _ => (hostport, None),
+        };
+        let host = Host::parse(host_str)?;
+        let (params, headers) = match after.find('?') {
+            Some(q) => (&after[..q], Some(&after[q + 1..])),
+            None => (after, None),
+        };
+        if !paramchars_ok(params) || headers.is_some_and(|h| h.is_empty() || !headerchars_ok(h)) {
+            return Err(ParseError::BadUri);
+        }
+        let params = Params::new(params);
+        if params.iter().any(|(n, _)| n.is_empty()) {
+            return Err(ParseError::BadUri);
+        }
+        Ok(Uri {
+            raw,
+            scheme,
+            user,
+            password,
+            host: Some(host),
+            host_str,
+            port,
+            params,
+            headers,
+        })
+    }
+
+    /// The URI text exactly as received.
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// Is the scheme sip, sips or tel (the ones we route)?
+    pub fn is_supported_scheme(&self) -> bool {
+        !matches!(self.scheme, Scheme::Other(_))
+    }
+
+    /// A URI parameter: `Some(None)` for a flag such as `lr`, `Some(Some(v))`.
+    pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        self.params.get(name)
+    }
+
+    /// The URI parameters.
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+
+    /// The raw `?headers` part (without `?`).
+    pub fn headers(&self) -> Option<&'a str> {
+        self.headers
+    }
+
+    /// The user part with `%HEX` escapes decoded. `%00` (and any escape that
+    /// would not give UTF-8) is kept as written, so the AOR is never truncated.
+    pub fn user_unescaped(&self) -> Cow<'a, str> {
+        match self.user {
+            None => Cow::Borrowed(""),
+            Some(u) => unescape(u),
+        }
+    }
+
+    /// The normalised address-of-record key `user@host` used for hashing: user
+    /// unescaped, host lowercased; no port, no parameters. For tel: the number.
+    pub fn aor_key(&self) -> String {
+        let user = self.user_unescaped();
+        match (self.scheme, &self.host) {
+            (Scheme::Tel, _) => format!("tel:{user}"),
+            (_, Some(h)) => {
+                let host = match h {
+                    Host::Domain(d) => d.to_ascii_lowercase(),
+                    other => other.to_string(),
+                };
+                if user.is_empty() {
+                    host
+                } else {
+                    format!("{user}@{host}")
+                }
+            }
+            (_, None) => self.raw.to_ascii_lowercase(),
+        }
+    }
+}
+
+impl std::fmt::Display for Uri<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.raw)
+    }
+}
+
+/// Decode `%HEX HEX` escapes; `%00` and escapes that do not form UTF-8 stay as written.
+pub fn unescape(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(h) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+            {
+                if let Ok(v) = u8::from_str_radix(h, 16) {
+                    if v != 0 {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(_) => Cow::Borrowed(s),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn parse_table() {
+        // (input, scheme, user, host, port)
+        let table: &[(&str, Scheme, Option<&str>, Option<Host>, Option<u16>)] = &[
+            (
+                "sip:alice@example.com",
+                Scheme::Sip,
+                Some("alice"),
+                Some(Host::Domain("example.com")),
+                None,
+            ),
+            (
+                "SIPS:bob@10.0.0.1:5061;transport=tcp",
+                Scheme::Sips,
+                Some("bob"),
+                Some(Host::Ipv4(Ipv4Addr::new(10, 0, 0, 1))),
+                Some(5061),
+            ),
+            (
+                "sip:[2001:db8::1]:5060;lr",
+                Scheme::Sip,
+                None,
+                Some(Host::Ipv6("2001:db8::1".parse().expect("v6"))),
+                Some(5060),
+            ),
+            (
+                "sip:[2001:db8::1]",
+                Scheme::Sip,
+                None,
+                Some(Host::Ipv6("2001:db8::1".parse().expect("v6"))),
+                None,
+            ),
+            (
+                "sip:user;par=u%40example.net@example.com",
+                Scheme::Sip,
+                Some("user;par=u%40example.net"),
+                Some(Host::Domain("example.com")),
+                None,
+            ),
+            (
+                "tel:+1-201-555-0123;phone-context=x",
+                Scheme::Tel,
+                Some("+1-201-555-0123"),
+                None,
+                None,
+            ),
+            (
+                "sip:example.com",
+                Scheme::Sip,
+                None,
+                Some(Host::Domain("example.com")),
+                None,
+            ),
+            (
+                "nobodyKnowsThisScheme:totallyopaquecontent",
+                Scheme::Other("nobodyKnowsThisScheme"),
+                None,
+                None,
+                None,
+            ),
+            (
+                "soap.beep://192.0.2.103:3002",
+                Scheme::Other("soap.beep"),
+                None,
+                None,
+                None,
+            ),
+        ];
+        for (input, scheme, user, host, port) in table {
+            let u = Uri::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(u.scheme, *scheme, "{input}");
+            assert_eq!(u.user, *user, "{input}");
+            assert_eq!(u.host, *host, "{input}");
+            assert_eq!(u.port, *port, "{input}");
+            assert_eq!(u.to_string(), *input);
+        }
+    }
+
+    #[test]
+    fn rejects() {
+        let bad = [
+            "<sip:user@example.com>",
+            "sip:user@example.com; lr",
+            "sip:user@exa mple.com",
+            "sip:user@[::1",
+            "sip:user@host:99999",
+            "sip:user@host:",
+            "sip:",
+            "sip:us%zzer@host",
+            "nocolon",
+            "1sip:x",
+            "sip:a@b;;",
+            "sip:a@b?",
+        ];
+        for b in bad {
+            assert!(Uri::parse(b).is_err(), "{b}");
+        }
+    }
+
+    #[test]
+    fn params_headers_and_keys() {
+        let u = Uri::parse("sip:%61lice:pw@Example.COM:5060;lr;transport=tcp?Subject=x&h=y")
+            .expect("ok");
+        assert_eq!(u.param("lr"), Some(None));
+        assert_eq!(u.param("TRANSPORT"), Some(Some("tcp")));
+        assert_eq!(u.password, Some("pw"));
+        assert_eq!(u.headers(), Some("Subject=x&h=y"));
+        assert_eq!(u.user_unescaped(), "alice");
+        assert_eq!(u.aor_key(), "alice@example.com");
+        let n = Uri::parse("sip:null-%00-null@example.com").expect("ok");
+        assert_eq!(n.aor_key(), "null-%00-null@example.com");
+        let t = Uri::parse("tel:+4930").expect("ok");
+        assert_eq!(t.aor_key(), "tel:+4930");
+        let v6 = Uri::parse("sip:bob@[2001:DB8::1]").expect("ok");
+        assert_eq!(v6.aor_key(), "bob@[2001:db8::1]");
+    }
+
+    #[test]
+    fn unescape_table() {
+        let table = [
+            ("a%20b", "a b"),
+            ("abc", "abc"),
+            ("%00", "%00"),
+            ("%zz", "%zz"),
+            ("%4", "%4"),
+            ("%ff", "%ff"),
+        ];
+        for (i, o) in table {
+            assert_eq!(unescape(i), o, "{i}");
+        }
+    }
+}
