@@ -1,2 +1,3 @@
 //! sipedge lb: library code behind the thin `main.rs`.
 #![forbid(unsafe_code)]
+pub mod proxy_set;
