@@ -4,6 +4,7 @@
 pub mod branch;
 pub mod flow;
 pub mod keepalive;
+pub mod proxy_set;
 pub mod stun;
 pub mod tls;
 pub mod txn;
