@@ -2,9 +2,15 @@
 #![forbid(unsafe_code)]
 
 pub mod branch;
+pub mod context;
+pub mod flood;
 pub mod flow;
 pub mod keepalive;
+pub mod metrics;
+pub mod pipeline;
 pub mod proxy_set;
+pub mod stream;
 pub mod stun;
 pub mod tls;
 pub mod txn;
+pub mod worker;

@@ -1,0 +1,161 @@
+//! Steps 6 and 7 of the request pipeline: the edits that make the forwarded
+//! copy. Our Via on top (sent-by: this worker's internal address, branch per
+//! §16.11), `received`/`rport` on the client's Via (RFC 3581), Max-Forwards,
+//! the sanitised Route set, and the flow: a Path with a signed flow token on
+//! REGISTER (RFC 3327, RFC 5626 §5.2), or two Record-Routes on a
+//! dialog-creating request, the internal face above the outer face.
+//!
+//! ```text
+//! RFC 3581 §4: ... the server MUST insert a "received" parameter containing
+//!   the source IP address ... [and] set the value of the "rport" parameter
+//!   to the source port of the request.
+//! RFC 5626 §5.1: ... the Path header field value ... contains a flow token
+//!   ... and the "ob" parameter.
+//! ```
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+use sipedge_shared::flow_token::{sign_params, FlowToken, Transport};
+use sipedge_shared::sip::{Editor, HeaderName, Message, Method};
+
+use super::loop_guard::{MaxForwardsEdit, DEFAULT_MAX_FORWARDS};
+use super::route::{RouteDecision, P_FLOW, P_PROXY, P_SIG};
+use super::Core;
+use crate::branch::Branch;
+use crate::flow::{FlowId, FlowTransport};
+
+/// What the forwarded copy is built from.
+#[derive(Debug)]
+pub struct Ctx<'a, 'm> {
+    /// The request as received.
+    pub msg: &'m Message,
+    /// Route sanitising's decision.
+    pub routes: &'a RouteDecision<'m>,
+    /// Max-Forwards edit.
+    pub mf: MaxForwardsEdit,
+    /// Our branch.
+    pub branch: Branch,
+    /// The flow it came in on.
+    pub flow: FlowId,
+    /// The proxy it goes to (pinned by our Record-Route).
+    pub proxy_id: Option<&'a str>,
+}
+
+fn transport(t: FlowTransport) -> Transport {
+    match t {
+        FlowTransport::Udp => Transport::Udp,
+        FlowTransport::Tcp => Transport::Tcp,
+        FlowTransport::Tls => Transport::Tls,
+    }
+}
+
+/// The flow token naming `flow` on this LB.
+pub fn flow_token(core: &Core, flow: &FlowId) -> Option<String> {
+    let s = &core.shared.settings;
+    let key = s.flow_keys.first()?;
+    let conn = if flow.transport == FlowTransport::Udp {
+        0
+    } else {
+        flow.conn
+    };
+    let listener = u8::try_from(flow.listener).ok();
+    FlowToken::new(
+        s.lb_id,
+        transport(flow.transport),
+        conn,
+        flow.peer,
+        listener,
+    )
+    .ok()
+    .map(|t| t.encode(key))
+}
+
+/// True for requests that create a dialog (RFC 3261 §12, RFC 6665, RFC 3515)
+/// when sent outside one.
+fn creates_dialog(msg: &Message) -> bool {
+    matches!(
+        msg.method(),
+        Some(Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)
+    ) && msg.to().is_ok_and(|t| t.tag().is_none())
+}
+
+/// A signed Record-Route value for `host` (the face it names).
+pub fn record_route(
+    core: &Core,
+    host: &str,
+    token: &str,
+    proxy: &str,
+    transport: Option<&str>,
+) -> String {
+    let key = match core.shared.settings.flow_keys.first() {
+        Some(k) => k,
+        None => return String::new(),
+    };
+    let sig = sign_params(key, &[host.as_bytes(), token.as_bytes(), proxy.as_bytes()]);
+    let mut v = String::with_capacity(96 + token.len());
+    let _ = write!(v, "<sip:{host};lr");
+    if let Some(t) = transport {
+        let _ = write!(v, ";transport={t}");
+    }
+    let _ = write!(v, ";{P_FLOW}={token};{P_PROXY}={proxy};{P_SIG}={sig}>");
+    v
+}
+
+/// Builds the forwarded copy in one pass.
+pub fn build(core: &Core, ctx: &Ctx<'_, '_>) -> Result<Bytes, String> {
+    let msg = ctx.msg;
+    let mut e = Editor::new(msg);
+    let mut via = String::with_capacity(96);
+    let _ = write!(via, "SIP/2.0/UDP {};branch={}", core.sent_by, ctx.branch);
+    let vidx = msg.find(HeaderName::Via).ok_or("missing Via")?;
+    let top = msg.top_via().map_err(|e| e.reason())?;
+    let peer = ctx.flow.peer;
+    let ip = peer.ip().to_string();
+    if top.host_str.trim_start_matches('[').trim_end_matches(']') != ip {
+        e.set_via_param(vidx, "received", Some(&ip));
+    }
+    if top.rport == Some(None) {
+        e.set_via_param(vidx, "rport", Some(&peer.port().to_string()));
+    }
+    e.insert_top(HeaderName::Via, &via);
+    let mf_value;
+    match ctx.mf {
+        MaxForwardsEdit::Insert => e.insert_top(HeaderName::MaxForwards, DEFAULT_MAX_FORWARDS),
+        MaxForwardsEdit::Replace(idx, v) => {
+            mf_value = v.to_string();
+            e.replace_value(idx, &mf_value);
+        }
+    }
+    let mut joined = String::new();
+    for (idx, keep) in &ctx.routes.rewrites {
+        if keep.is_empty() {
+            e.remove_header(*idx);
+        } else {
+            joined.clear();
+            joined.push_str(&keep.join(", "));
+            e.replace_value(*idx, &joined);
+        }
+    }
+    let method = msg.method();
+    if method == Some(Method::Register) {
+        let token = flow_token(core, &ctx.flow).ok_or("no flow key")?;
+        let path = format!("<sip:{token}@{};lr;ob>", core.shared.settings.internal);
+        e.insert_top(HeaderName::Path, &path);
+    } else if creates_dialog(msg) {
+        if let Some(proxy) = ctx.proxy_id {
+            let token = flow_token(core, &ctx.flow).ok_or("no flow key")?;
+            let s = &core.shared.settings;
+            let inner = record_route(core, &s.internal.to_string(), &token, proxy, None);
+            let t = match ctx.flow.transport {
+                FlowTransport::Udp => None,
+                FlowTransport::Tcp => Some("tcp"),
+                FlowTransport::Tls => Some("tls"),
+            };
+            let outer = record_route(core, &s.advertise, &token, proxy, t);
+            e.insert_top(HeaderName::RecordRoute, &inner);
+            e.insert_top(HeaderName::RecordRoute, &outer);
+        }
+    }
+    Ok(e.finish())
+}
