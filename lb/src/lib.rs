@@ -1,6 +1,7 @@
 //! sipedge lb: library code behind the thin `main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod branch;
 pub mod context;
 pub mod flood;
@@ -9,6 +10,7 @@ pub mod keepalive;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy_set;
+pub mod run;
 pub mod stream;
 pub mod stun;
 pub mod tls;
