@@ -1,2 +1,4 @@
 //! sipedge proxy: library code behind the thin `main.rs`.
 #![forbid(unsafe_code)]
+
+pub mod transaction;

@@ -1,0 +1,444 @@
+//! The transaction table: every live transaction by its §17 key, and a
+//! `BTreeMap<(Instant, seq), key>` so the I/O layer sleeps until the earliest
+//! timeout of all of them (`poll_timeout`) and then calls `handle_timeout`.
+//!
+//! ```text
+//! RFC 3261 §17.1.3 / §17.2.3: responses and requests are matched to
+//! transactions by the top Via branch, sent-by and method (see key.rs).
+//! ```
+//!
+//! The table is plain data (sans-IO, not `Sync`-shared): one table per
+//! worker, so a worker's socket sees the responses to its own transactions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{
+    Action, ClientInvite, ClientKey, ClientNonInvite, ServerInvite, ServerKey, ServerNonInvite,
+};
+
+/// The key of any transaction in the table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TxKey {
+    /// A client transaction (we sent the request).
+    Client(ClientKey),
+    /// A server transaction (we received the request).
+    Server(ServerKey),
+}
+
+/// Any of the four state machines.
+#[derive(Debug)]
+pub enum Transaction {
+    /// §17.1.1.
+    ClientInvite(ClientInvite),
+    /// §17.1.2.
+    ClientNonInvite(ClientNonInvite),
+    /// §17.2.1.
+    ServerInvite(ServerInvite),
+    /// §17.2.2.
+    ServerNonInvite(ServerNonInvite),
+}
+
+impl Transaction {
+    /// When the machine next needs `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Transaction::ClientInvite(t) => t.poll_timeout(),
+            Transaction::ClientNonInvite(t) => t.poll_timeout(),
+            Transaction::ServerInvite(t) => t.poll_timeout(),
+            Transaction::ServerNonInvite(t) => t.poll_timeout(),
+        }
+    }
+
+    /// Fires the machine's due timers.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
+        match self {
+            Transaction::ClientInvite(t) => t.handle_timeout(now),
+            Transaction::ClientNonInvite(t) => t.handle_timeout(now),
+            Transaction::ServerInvite(t) => t.handle_timeout(now),
+            Transaction::ServerNonInvite(t) => t.handle_timeout(now),
+        }
+    }
+
+    /// Reports a transport failure to the machine.
+    pub fn handle_transport_error(&mut self, now: Instant) -> Vec<Action> {
+        match self {
+            Transaction::ClientInvite(t) => t.handle_transport_error(now),
+            Transaction::ClientNonInvite(t) => t.handle_transport_error(now),
+            Transaction::ServerInvite(t) => t.handle_transport_error(now),
+            Transaction::ServerNonInvite(t) => t.handle_transport_error(now),
+        }
+    }
+
+    /// True once the machine reached Terminated.
+    pub fn is_terminated(&self) -> bool {
+        match self {
+            Transaction::ClientInvite(t) => t.is_terminated(),
+            Transaction::ClientNonInvite(t) => t.is_terminated(),
+            Transaction::ServerInvite(t) => t.is_terminated(),
+            Transaction::ServerNonInvite(t) => t.is_terminated(),
+        }
+    }
+}
+
+/// Errors of [`TransactionTable`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// A transaction with this key already exists (a retransmission should
+    /// have been routed to it instead).
+    #[error("transaction {0:?} already exists")]
+    Duplicate(TxKey),
+    /// The transaction is already terminated and would never be removed by
+    /// a timer.
+    #[error("transaction {0:?} is already terminated")]
+    Terminated(TxKey),
+}
+
+#[derive(Debug)]
+struct Entry {
+    tx: Transaction,
+    scheduled: Option<(Instant, u64)>,
+}
+
+/// All live transactions of one worker.
+#[derive(Debug, Default)]
+pub struct TransactionTable {
+    entries: HashMap<TxKey, Entry>,
+    timers: BTreeMap<(Instant, u64), TxKey>,
+    /// Tie-breaker so two transactions may share an instant.
+    seq: u64,
+}
+
+impl TransactionTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of live transactions (for the transactions gauge).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no transaction is live.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a transaction just created (its constructor's actions are the
+    /// caller's to perform).
+    pub fn insert(&mut self, key: TxKey, tx: Transaction) -> Result<(), TableError> {
+        if self.entries.contains_key(&key) {
+            return Err(TableError::Duplicate(key));
+        }
+        if tx.is_terminated() {
+            return Err(TableError::Terminated(key));
+        }
+        self.entries.insert(
+            key.clone(),
+            Entry {
+                tx,
+                scheduled: None,
+            },
+        );
+        self.reschedule(&key);
+        Ok(())
+    }
+
+    /// The transaction under `key`.
+    pub fn get(&self, key: &TxKey) -> Option<&Transaction> {
+        self.entries.get(key).map(|e| &e.tx)
+    }
+
+    /// Removes a transaction (e.g. when the TU gives up); returns it.
+    pub fn remove(&mut self, key: &TxKey) -> Option<Transaction> {
+        let entry = self.entries.remove(key)?;
+        if let Some(slot) = entry.scheduled {
+            self.timers.remove(&slot);
+        }
+        Some(entry.tx)
+    }
+
+    /// A response arrived. `None`: no client transaction matches, and a
+    /// proxy forwards it statelessly (§16.7 step 2… "MUST be forwarded").
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        key: &ClientKey,
+        status: u16,
+        message: Bytes,
+    ) -> Option<Vec<Action>> {
+        let k = TxKey::Client(key.clone());
+        let actions = match &mut self.entries.get_mut(&k)?.tx {
+            Transaction::ClientInvite(t) => t.handle_response(now, status, message),
+            Transaction::ClientNonInvite(t) => t.handle_response(now, status, message),
+            Transaction::ServerInvite(_) | Transaction::ServerNonInvite(_) => return None,
+        };
+        self.after(&k);
+        Some(actions)
+    }
+
+    /// A request arrived. `None`: it starts a new transaction (or, for an
+    /// ACK, it is the end-to-end ACK of a 2xx and goes to the TU).
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        is_ack: bool,
+        message: Bytes,
+    ) -> Option<Vec<Action>> {
+        let k = TxKey::Server(key.clone());
+        let actions = match &mut self.entries.get_mut(&k)?.tx {
+            Transaction::ServerInvite(t) => t.handle_request(now, is_ack, message),
+            Transaction::ServerNonInvite(t) if !is_ack => t.handle_request(now, message),
+            _ => return None,
+        };
+        self.after(&k);
+        Some(actions)
+    }
+
+    /// The TU sends a response on server transaction `key`; `None` when that
+    /// transaction is gone.
+    pub fn send_response(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        status: u16,
+        message: Bytes,
+    ) -> Option<Vec<Action>> {
+        let k = TxKey::Server(key.clone());
+        let actions = match &mut self.entries.get_mut(&k)?.tx {
+            Transaction::ServerInvite(t) => t.send_response(now, status, message),
+            Transaction::ServerNonInvite(t) => t.send_response(now, status, message),
+            Transaction::ClientInvite(_) | Transaction::ClientNonInvite(_) => return None,
+        };
+        self.after(&k);
+        Some(actions)
+    }
+
+    /// The transport failed for transaction `key`.
+    pub fn handle_transport_error(&mut self, now: Instant, key: &TxKey) -> Option<Vec<Action>> {
+        let actions = self.entries.get_mut(key)?.tx.handle_transport_error(now);
+        self.after(key);
+        Some(actions)
+    }
+
+    /// CANCEL hook (§9.2, §16.10): for a received CANCEL's key, the key of
+    /// the INVITE server transaction it cancels, if that one exists and has
+    /// not sent a final response yet. The TU then answers the CANCEL 200 and
+    /// sends 487 on the INVITE (or, as a proxy, CANCELs its branches).
+    /// `None` → answer the CANCEL 481.
+    pub fn cancel_target(&self, cancel: &ServerKey) -> Option<ServerKey> {
+        let target = cancel.cancel_target()?;
+        match self.get(&TxKey::Server(target.clone()))? {
+            Transaction::ServerInvite(t) if t.is_cancellable() => Some(target),
+            _ => None,
+        }
+    }
+
+    /// The earliest timeout of all transactions.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.keys().next().map(|(at, _)| *at)
+    }
+
+    /// Fires every timer due at `now`; the actions are tagged with their
+    /// transaction. Terminated transactions are removed.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<(TxKey, Action)> {
+        let mut out = Vec::new();
+        // Take the due slots first; each machine fires all its due timers.
+        let due: Vec<TxKey> = self
+            .timers
+            .range(..=(now, u64::MAX))
+            .map(|(_, k)| k.clone())
+            .collect();
+        for key in due {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            let actions = entry.tx.handle_timeout(now);
+            out.extend(actions.into_iter().map(|a| (key.clone(), a)));
+            self.after(&key);
+        }
+        out
+    }
+
+    /// Re-files `key`'s timer, or drops the transaction if it terminated.
+    fn after(&mut self, key: &TxKey) {
+        let terminated = self.entries.get(key).is_some_and(|e| e.tx.is_terminated());
+        if terminated {
+            self.remove(key);
+        } else {
+            self.reschedule(key);
+        }
+    }
+
+    fn reschedule(&mut self, key: &TxKey) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        let want = entry.tx.poll_timeout();
+        if entry.scheduled.map(|(at, _)| at) == want {
+            return;
+        }
+        if let Some(slot) = entry.scheduled.take() {
+            self.timers.remove(&slot);
+        }
+        if let Some(at) = want {
+            self.seq += 1;
+            let slot = (at, self.seq);
+            entry.scheduled = Some(slot);
+            self.timers.insert(slot, key.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::testutil::{b, ms};
+    use crate::transaction::{RequestIds, ResponseIds, Timers, Transport, TuEvent};
+
+    fn skey(method: &str, branch: &str) -> ServerKey {
+        let ids = RequestIds {
+            method,
+            branch,
+            sent_by_host: "ua.example",
+            sent_by_port: Some(5060),
+        };
+        ServerKey::from_request(&ids).expect("valid")
+    }
+
+    #[test]
+    fn routes_responses_and_timers_and_removes_terminated() {
+        let t0 = Instant::now();
+        let timers = Timers::default();
+        let mut table = TransactionTable::new();
+        let ck = ClientKey::new("z9hG4bK1", "OPTIONS").expect("valid");
+        let (tx, _) = ClientNonInvite::new(b("OPTIONS"), Transport::Unreliable, timers, t0);
+        table
+            .insert(TxKey::Client(ck.clone()), Transaction::ClientNonInvite(tx))
+            .expect("new");
+        let (tx, _) = ServerNonInvite::new(b("REGISTER"), Transport::Unreliable, timers);
+        let sk = skey("REGISTER", "z9hG4bK2");
+        table
+            .insert(TxKey::Server(sk.clone()), Transaction::ServerNonInvite(tx))
+            .expect("new");
+        assert_eq!(
+            table.insert(TxKey::Server(sk.clone()), {
+                let (tx, _) = ServerNonInvite::new(b("R"), Transport::Unreliable, timers);
+                Transaction::ServerNonInvite(tx)
+            }),
+            Err(TableError::Duplicate(TxKey::Server(sk.clone())))
+        );
+        assert_eq!(table.len(), 2);
+        // Only the client transaction has a timer (E at T1).
+        assert_eq!(table.poll_timeout(), Some(t0 + ms(500)));
+        let fired = table.handle_timeout(t0 + ms(500));
+        assert_eq!(
+            fired,
+            vec![(TxKey::Client(ck.clone()), Action::Send(b("OPTIONS")))]
+        );
+        assert_eq!(table.poll_timeout(), Some(t0 + ms(1500)));
+
+        // A response matched by branch + CSeq method.
+        let rk = ClientKey::from_response(&ResponseIds {
+            branch: "z9hG4bK1",
+            cseq_method: "OPTIONS",
+        })
+        .expect("valid");
+        let a = table
+            .handle_response(t0 + ms(600), &rk, 200, b("200"))
+            .expect("matched");
+        assert_eq!(
+            a[0],
+            Action::PassUp(TuEvent::Response {
+                status: 200,
+                message: b("200")
+            })
+        );
+        // Now K (T4) is the client's only timer.
+        assert_eq!(table.poll_timeout(), Some(t0 + ms(5600)));
+        let other = ClientKey::new("z9hG4bK9", "OPTIONS").expect("valid");
+        assert!(table.handle_response(t0, &other, 200, b("x")).is_none());
+
+        // The server answers; J runs; both terminate in time.
+        table
+            .send_response(t0 + ms(700), &sk, 200, b("200"))
+            .expect("live");
+        let fired = table.handle_timeout(t0 + ms(5600));
+        assert_eq!(fired, vec![(TxKey::Client(ck), Action::Terminated)]);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.poll_timeout(), Some(t0 + ms(700) + ms(32_000)));
+        table.handle_timeout(t0 + ms(40_000));
+        assert!(table.is_empty());
+        assert_eq!(table.poll_timeout(), None);
+    }
+
+    #[test]
+    fn ack_reaches_invite_and_cancel_hook() {
+        let t0 = Instant::now();
+        let mut table = TransactionTable::new();
+        let ik = skey("INVITE", "z9hG4bKinv");
+        let (tx, _) = ServerInvite::new(
+            b("INVITE"),
+            b("100"),
+            Transport::Reliable,
+            Timers::default(),
+            t0,
+        );
+        table
+            .insert(TxKey::Server(ik.clone()), Transaction::ServerInvite(tx))
+            .expect("new");
+
+        // CANCEL: its own key, targets the INVITE while it is cancellable.
+        let ck = skey("CANCEL", "z9hG4bKinv");
+        assert!(
+            table.handle_request(t0, &ck, false, b("CANCEL")).is_none(),
+            "new transaction"
+        );
+        assert_eq!(table.cancel_target(&ck), Some(ik.clone()));
+        assert_eq!(table.cancel_target(&skey("CANCEL", "z9hG4bKzzz")), None);
+        table
+            .send_response(t0 + ms(10), &ik, 487, b("487"))
+            .expect("live");
+        assert_eq!(table.cancel_target(&ck), None, "final already sent");
+
+        // The ACK for the 487 matches the INVITE's key; reliable → I = 0.
+        let ack = skey("ACK", "z9hG4bKinv");
+        let a = table
+            .handle_request(t0 + ms(20), &ack, true, b("ACK"))
+            .expect("matched");
+        assert_eq!(a, vec![Action::Terminated]);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn many_transactions_fire_in_order() {
+        let t0 = Instant::now();
+        let mut table = TransactionTable::new();
+        for i in 0..50u64 {
+            let k = ClientKey::new(&format!("z9hG4bK{i}"), "INVITE").expect("valid");
+            let ack: crate::transaction::AckBuilder = Box::new(|_| Bytes::new());
+            let (tx, _) = ClientInvite::new(
+                b("INVITE"),
+                ack,
+                Transport::Reliable,
+                Timers::default(),
+                t0 + ms(i),
+            );
+            table
+                .insert(TxKey::Client(k), Transaction::ClientInvite(tx))
+                .expect("new");
+        }
+        let mut timeouts = 0;
+        while let Some(at) = table.poll_timeout() {
+            for (_, a) in table.handle_timeout(at) {
+                timeouts += usize::from(a == Action::PassUp(TuEvent::Timeout));
+            }
+        }
+        assert_eq!(timeouts, 50);
+        assert!(table.is_empty());
+    }
+}
