@@ -22,7 +22,14 @@
 //! RFC 6026 §8.4: [on a 2xx] the client transaction MUST transition to the
 //! "Accepted" state, and Timer M MUST be started with a value of 64*T1.
 //! [...] any 2xx response [in Accepted] MUST be passed up to the TU.
+//! RFC 3261 §9.1: If there is no final response for the original request in
+//! 64*T1 seconds [after the CANCEL], the client SHOULD then consider the
+//! original transaction cancelled and SHOULD destroy the client transaction
+//! handling the original request.
 //! ```
+//!
+//! Timer C (§16.6 step 11) belongs to the proxy core: when it fires, the core
+//! sends the CANCEL and calls [`ClientInvite::cancel_sent`].
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +63,8 @@ enum Timer {
     B,
     D,
     M,
+    /// §9.1: 64*T1 after our CANCEL without a final response.
+    Cancel,
 }
 
 /// An INVITE client transaction.
@@ -71,6 +80,7 @@ pub struct ClientInvite {
     timer_b: Option<Instant>,
     timer_d: Option<Instant>,
     timer_m: Option<Instant>,
+    timer_cancel: Option<Instant>,
 }
 
 impl std::fmt::Debug for ClientInvite {
@@ -103,6 +113,7 @@ impl ClientInvite {
             timer_b: Some(now + timers.t1x64()),
             timer_d: None,
             timer_m: None,
+            timer_cancel: None,
         };
         (tx, vec![Action::Send(request)])
     }
@@ -121,6 +132,20 @@ impl ClientInvite {
     /// provisional response has been received.
     pub fn can_cancel(&self) -> bool {
         self.state == ClientInviteState::Proceeding
+    }
+
+    /// CANCEL hook: the TU has sent a CANCEL for this INVITE. If no final
+    /// response arrives within 64·T1, the transaction ends with
+    /// [`TuEvent::Timeout`] (§9.1), so a peer that never answers 487 cannot
+    /// leak it. Idempotent; ignored once a final response arrived.
+    pub fn cancel_sent(&mut self, now: Instant) {
+        let open = matches!(
+            self.state,
+            ClientInviteState::Calling | ClientInviteState::Proceeding
+        );
+        if open && self.timer_cancel.is_none() {
+            self.timer_cancel = Some(now + self.timers.t1x64());
+        }
     }
 
     /// A response matched to this transaction (§17.1.3) arrived.
@@ -142,12 +167,14 @@ impl ClientInvite {
                 self.state = Accepted;
                 self.timer_a = None;
                 self.timer_b = None;
+                self.timer_cancel = None;
                 self.timer_m = Some(now + self.timers.t1x64());
                 out.push(Action::PassUp(TuEvent::Response { status, message }));
             }
             (Calling | Proceeding, _) => {
                 self.timer_a = None;
                 self.timer_b = None;
+                self.timer_cancel = None;
                 let ack = match self.ack_builder.take() {
                     Some(build) => build(&message),
                     None => Bytes::new(),
@@ -202,6 +229,7 @@ impl ClientInvite {
             (self.timer_b, Timer::B),
             (self.timer_d, Timer::D),
             (self.timer_m, Timer::M),
+            (self.timer_cancel, Timer::Cancel),
         ])
     }
 
@@ -218,7 +246,7 @@ impl ClientInvite {
                     self.timer_a = Some((now + interval, interval));
                     out.push(Action::Send(self.request.clone()));
                 }
-                Timer::B => {
+                Timer::B | Timer::Cancel => {
                     out.push(Action::PassUp(TuEvent::Timeout));
                     self.terminate(&mut out);
                 }
@@ -239,6 +267,7 @@ impl ClientInvite {
         self.timer_b = None;
         self.timer_d = None;
         self.timer_m = None;
+        self.timer_cancel = None;
         out.push(Action::Terminated);
     }
 }
@@ -383,6 +412,57 @@ mod tests {
         // Timer M = 64*T1.
         assert_eq!(tx.poll_timeout(), Some(t0 + ms(100) + ms(32_000)));
         assert_eq!(tx.handle_timeout(t0 + ms(32_100)), vec![Action::Terminated]);
+    }
+
+    #[test]
+    fn cancel_hook_only_while_proceeding() {
+        // §9.1: CANCEL only after a provisional and before a final response.
+        // (responses fed in order, want can_cancel after the last one)
+        let table: [(&[u16], bool); 5] = [
+            (&[], false),
+            (&[100], true),
+            (&[180, 183], true),
+            (&[180, 486], false),
+            (&[180, 200], false),
+        ];
+        for (responses, want) in table {
+            let (mut tx, t0) = start(Transport::Unreliable);
+            for &s in responses {
+                tx.handle_response(t0 + ms(10), s, b("r"));
+            }
+            assert_eq!(tx.can_cancel(), want, "{responses:?}");
+            assert_eq!(tx.request(), &b("INVITE"));
+        }
+    }
+
+    #[test]
+    fn cancelled_invite_without_final_ends_after_64_t1() {
+        let (mut tx, t0) = start(Transport::Unreliable);
+        tx.handle_response(t0 + ms(100), 180, b("180"));
+        assert_eq!(
+            tx.poll_timeout(),
+            None,
+            "Proceeding waits for the TU's Timer C"
+        );
+        tx.cancel_sent(t0 + ms(1000));
+        tx.cancel_sent(t0 + ms(2000)); // idempotent
+        assert_eq!(tx.poll_timeout(), Some(t0 + ms(33_000)));
+        let a = tx.handle_timeout(t0 + ms(33_000));
+        assert_eq!(
+            a,
+            vec![Action::PassUp(TuEvent::Timeout), Action::Terminated]
+        );
+
+        // A 487 in time disarms it.
+        let (mut tx, t0) = start(Transport::Unreliable);
+        tx.handle_response(t0 + ms(100), 180, b("180"));
+        tx.cancel_sent(t0 + ms(1000));
+        tx.handle_response(t0 + ms(1100), 487, b("487"));
+        assert_eq!(
+            tx.poll_timeout(),
+            Some(t0 + ms(1100) + ms(32_000)),
+            "only timer D"
+        );
     }
 
     #[test]

@@ -225,6 +225,19 @@ impl TransactionTable {
         Some(actions)
     }
 
+    /// CANCEL hook, client side: the TU sent a CANCEL for client INVITE
+    /// `key` (see [`ClientInvite::cancel_sent`]). `false` if there is no such
+    /// INVITE transaction.
+    pub fn cancel_sent(&mut self, now: Instant, key: &ClientKey) -> bool {
+        let k = TxKey::Client(key.clone());
+        match self.entries.get_mut(&k).map(|e| &mut e.tx) {
+            Some(Transaction::ClientInvite(t)) => t.cancel_sent(now),
+            _ => return false,
+        }
+        self.reschedule(&k);
+        true
+    }
+
     /// CANCEL hook (§9.2, §16.10): for a received CANCEL's key, the key of
     /// the INVITE server transaction it cancels, if that one exists and has
     /// not sent a final response yet. The TU then answers the CANCEL 200 and
@@ -440,5 +453,142 @@ mod tests {
         }
         assert_eq!(timeouts, 50);
         assert!(table.is_empty());
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+        use std::time::Duration;
+
+        #[derive(Debug, Clone)]
+        enum Ev {
+            /// A response with this status to client transaction n.
+            Response(u8, u16),
+            /// A retransmitted request (or ACK) to server transaction n.
+            Request(u8, bool),
+            /// The TU answers server transaction n.
+            Answer(u8, u16),
+            TransportError(u8),
+            Advance(u16),
+        }
+
+        fn status() -> impl Strategy<Value = u16> {
+            prop_oneof![
+                Just(100u16),
+                Just(180),
+                Just(200),
+                Just(302),
+                Just(487),
+                Just(503),
+                0u16..800
+            ]
+        }
+
+        fn ev() -> impl Strategy<Value = Ev> {
+            prop_oneof![
+                (0u8..8, status()).prop_map(|(n, s)| Ev::Response(n, s)),
+                (0u8..8, any::<bool>()).prop_map(|(n, a)| Ev::Request(n, a)),
+                (0u8..8, status()).prop_map(|(n, s)| Ev::Answer(n, s)),
+                (0u8..8).prop_map(Ev::TransportError),
+                (0u16..5000).prop_map(Ev::Advance),
+            ]
+        }
+
+        fn ckey(n: u8) -> ClientKey {
+            let method = if n & 1 == 0 { "INVITE" } else { "BYE" };
+            ClientKey::new(&format!("z9hG4bKc{n}"), method).expect("valid")
+        }
+
+        fn skey_n(n: u8) -> ServerKey {
+            skey(
+                if n & 1 == 0 { "INVITE" } else { "OPTIONS" },
+                &format!("z9hG4bKs{n}"),
+            )
+        }
+
+        proptest! {
+            /// Whatever arrives, every transaction terminates within 64*T1
+            /// plus T4 of the last input, nothing is sent after Terminated,
+            /// and the table ends empty.
+            #[test]
+            fn every_transaction_terminates(events in proptest::collection::vec(ev(), 0..80), reliable in any::<bool>()) {
+                let tp = if reliable { Transport::Reliable } else { Transport::Unreliable };
+                let timers = Timers::default();
+                let t0 = Instant::now();
+                let mut now = t0;
+                let mut table = TransactionTable::new();
+                for n in 0..8u8 {
+                    let tx = if n & 1 == 0 {
+                        let ack: crate::transaction::AckBuilder = Box::new(|_| Bytes::from_static(b"ACK"));
+                        Transaction::ClientInvite(ClientInvite::new(b("INVITE"), ack, tp, timers, now).0)
+                    } else {
+                        Transaction::ClientNonInvite(ClientNonInvite::new(b("BYE"), tp, timers, now).0)
+                    };
+                    table.insert(TxKey::Client(ckey(n)), tx).expect("new");
+                    let tx = if n & 1 == 0 {
+                        Transaction::ServerInvite(ServerInvite::new(b("INVITE"), b("100"), tp, timers, now).0)
+                    } else {
+                        Transaction::ServerNonInvite(ServerNonInvite::new(b("OPTIONS"), tp, timers).0)
+                    };
+                    table.insert(TxKey::Server(skey_n(n)), tx).expect("new");
+                }
+                let mut tagged: Vec<(TxKey, Action)> = Vec::new();
+                for e in events {
+                    match e {
+                        Ev::Response(n, s) => {
+                            let k = ckey(n);
+                            for a in table.handle_response(now, &k, s, b("resp")).unwrap_or_default() {
+                                tagged.push((TxKey::Client(k.clone()), a));
+                            }
+                        }
+                        Ev::Request(n, ack) => {
+                            let k = skey_n(n);
+                            for a in table.handle_request(now, &k, ack, b("req")).unwrap_or_default() {
+                                tagged.push((TxKey::Server(k.clone()), a));
+                            }
+                        }
+                        Ev::Answer(n, s) => {
+                            let k = skey_n(n);
+                            for a in table.send_response(now, &k, s, b("answer")).unwrap_or_default() {
+                                tagged.push((TxKey::Server(k.clone()), a));
+                            }
+                        }
+                        Ev::TransportError(n) => {
+                            let k = TxKey::Client(ckey(n));
+                            tagged.extend(table.handle_transport_error(now, &k).unwrap_or_default().into_iter().map(|a| (k.clone(), a)));
+                        }
+                        Ev::Advance(step) => {
+                            now += Duration::from_millis(u64::from(step));
+                            tagged.extend(table.handle_timeout(now));
+                        }
+                    }
+                }
+                // Server transactions the TU never answered, and client
+                // INVITEs in Proceeding, wait for the TU by design (its
+                // answer, its Timer C); play the TU now.
+                for n in 0..8u8 {
+                    table.cancel_sent(now, &ckey(n));
+                    let k = skey_n(n);
+                    tagged.extend(table.send_response(now, &k, 500, b("500")).unwrap_or_default().into_iter().map(|a| (TxKey::Server(k.clone()), a)));
+                }
+                let deadline = now + timers.t1x64() + timers.t4 + Duration::from_secs(1);
+                let mut steps = 0;
+                while let Some(at) = table.poll_timeout() {
+                    prop_assert!(at <= deadline, "timer beyond bound: {:?}", at - now);
+                    tagged.extend(table.handle_timeout(at));
+                    steps += 1;
+                    prop_assert!(steps < 10_000);
+                }
+                prop_assert!(table.is_empty(), "leaked: {}", table.len());
+                let mut done = std::collections::HashSet::new();
+                for (k, a) in &tagged {
+                    prop_assert!(!done.contains(k), "{k:?} acted after Terminated: {a:?}");
+                    if *a == Action::Terminated {
+                        done.insert(k.clone());
+                    }
+                }
+                prop_assert_eq!(done.len(), 16);
+            }
+        }
     }
 }
