@@ -22,6 +22,9 @@
 //!
 //! Requests whose branch lacks the magic cookie (RFC 2543 peers) are refused
 //! with [`KeyError::NoMagicCookie`]; the caller handles them statelessly.
+//! Branch values are compared exactly (§7.3.1 would allow case-insensitive
+//! parameter values; a peer is expected to echo the branch verbatim), the
+//! sent-by host ignoring case.
 
 /// The RFC 3261 branch prefix.
 pub const MAGIC_COOKIE: &str = "z9hG4bK";

@@ -162,7 +162,7 @@ impl TransactionTable {
     }
 
     /// A response arrived. `None`: no client transaction matches, and a
-    /// proxy forwards it statelessly (§16.7 step 2… "MUST be forwarded").
+    /// proxy processes it as a stateless proxy would (§16.7 step 1).
     pub fn handle_response(
         &mut self,
         now: Instant,
