@@ -31,7 +31,7 @@ pub use client_non_invite::{ClientNonInvite, ClientNonInviteState};
 pub use key::{ClientKey, KeyError, RequestIds, ResponseIds, ServerKey};
 pub use server_invite::{ServerInvite, ServerInviteState};
 pub use server_non_invite::{ServerNonInvite, ServerNonInviteState};
-pub use table::{Transaction, TransactionTable, TxKey};
+pub use table::{TableError, Transaction, TransactionTable, TxKey};
 pub use timers::{Timers, TimersConfig, Transport};
 
 /// What a state machine asks its caller to do.
