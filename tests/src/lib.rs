@@ -22,3 +22,5 @@ pub fn repo_root() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."))
 }
+
+pub mod lb_harness;
