@@ -1,2 +1,5 @@
 //! sipedge proxy: library code behind the thin `main.rs`.
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod users;
