@@ -337,6 +337,25 @@ fn is_tchar(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/:@[]?;".contains(&c)
 }
 
+/// Picks, among a request's `Authorization`/`Proxy-Authorization` values,
+/// the Digest one for `realm` (a request may carry credentials for several
+/// proxies, RFC 3261 §22.3). Values that do not parse are skipped.
+pub fn pick_for_realm<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    realm: &str,
+) -> Option<&'a str> {
+    values.into_iter().find(|v| {
+        v.len() <= MAX_HEADER_LEN
+            && v.trim_start()
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case("digest"))
+            && parse_params(v.trim(), 6).is_ok_and(|ps| {
+                ps.iter()
+                    .any(|(n, val)| n.eq_ignore_ascii_case("realm") && val == realm)
+            })
+    })
+}
+
 /// The expected `response` for `cred` given the stored HA1 for its base
 /// algorithm (`ha1` is H(user:realm:password) in lowercase hex).
 pub fn expected_response(cred: &Credentials, method: &str, ha1: &str) -> String {
@@ -530,6 +549,27 @@ mod tests {
         ];
         for (h, want) in bad {
             assert_eq!(parse_credentials(h).as_ref(), Err(want), "{h}");
+        }
+    }
+
+    #[test]
+    fn pick_realm() {
+        let ours =
+            r#"Digest username="a", realm="sipedge.local", nonce="n", uri="u", response="00""#;
+        let theirs =
+            r#"Digest username="a", realm="carrier.example", nonce="n", uri="u", response="00""#;
+        let table: &[(&[&str], Option<&str>)] = &[
+            (&[theirs, ours], Some(ours)),
+            (&[ours], Some(ours)),
+            (&[theirs], None),
+            (&["Basic xyz", "Digest realm=\"", ours], Some(ours)),
+            (&[], None),
+        ];
+        for (values, want) in table {
+            assert_eq!(
+                pick_for_realm(values.iter().copied(), "sipedge.local"),
+                *want
+            );
         }
     }
 

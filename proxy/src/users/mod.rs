@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub mod cache;
+pub mod config;
 pub mod file;
 pub mod postgres;
 

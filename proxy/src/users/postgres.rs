@@ -18,6 +18,10 @@ pub const SCHEMA: &str = include_str!("../../sql/schema.sql");
 
 /// How long a connect or a query may take before the store counts as unavailable.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+/// After a failed connect, lookups fail fast for this long instead of each
+/// waiting for its own connect attempt (a blackholed database would otherwise
+/// hold every request for the whole timeout).
+const CONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A PostgreSQL-backed subscriber store.
 pub struct PgStore {
@@ -26,6 +30,8 @@ pub struct PgStore {
     client: Mutex<Option<Arc<Client>>>,
     /// Serialises reconnects so a burst of lookups opens one connection.
     connecting: tokio::sync::Mutex<()>,
+    /// No connect attempt before this instant.
+    retry_at: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -52,6 +58,7 @@ impl PgStore {
             timeout: DEFAULT_TIMEOUT,
             client: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            retry_at: Mutex::new(None),
         })
     }
 
@@ -78,10 +85,27 @@ impl PgStore {
         if let Some(c) = self.current() {
             return Ok(c);
         }
-        let (client, conn) = tokio::time::timeout(self.timeout, self.config.connect(NoTls))
-            .await
-            .map_err(|_| unavailable("connect timed out"))?
-            .map_err(unavailable)?;
+        let now = tokio::time::Instant::now();
+        let mut retry_at = self
+            .retry_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .to_owned();
+        if retry_at.is_some_and(|t| t > now) {
+            return Err(unavailable(
+                "database unreachable (waiting before reconnecting)",
+            ));
+        }
+        let connected = match tokio::time::timeout(self.timeout, self.config.connect(NoTls)).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("connect timed out")),
+        };
+        retry_at = connected
+            .is_err()
+            .then(|| tokio::time::Instant::now() + CONNECT_BACKOFF);
+        *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = retry_at;
+        let (client, conn) = connected?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::warn!(error = %e, "PostgreSQL connection closed");
@@ -247,6 +271,9 @@ mod tests {
             .with_timeout(Duration::from_secs(2));
         let e = s.lookup("a", "d").await.expect_err("no server");
         assert!(e.is_unavailable(), "{e}");
+        // Within the backoff the next call fails fast, without a connect attempt.
+        let e = s.lookup("a", "d").await.expect_err("backoff");
+        assert!(e.to_string().contains("waiting before reconnecting"), "{e}");
     }
 
     #[test]
