@@ -225,7 +225,8 @@ pub struct AuthInput<'a> {
     pub header_value: Option<&'a str>,
     /// The client's address (from the LB's `received`, not the LB's own).
     pub source_ip: IpAddr,
-    /// Our realm for this request (the local domain).
+    /// Our realm for this request: the local domain, lowercase (HA1s are
+    /// computed with the lowercase domain as realm).
     pub realm: &'a str,
 }
 
@@ -442,6 +443,7 @@ impl Authenticator {
             }
         }
         self.bans.record_success(&cred.username);
+        metrics::counter!("sipedge_auth_successes_total").increment(1);
         AuthOutcome::Authenticated {
             user: sub.user.clone(),
         }
