@@ -1,5 +1,8 @@
 //! sipedge proxy: library code behind the thin `main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod cli;
 pub mod registrar;
 pub mod transaction;
+pub mod users;
