@@ -227,7 +227,10 @@ pub fn request(method: &str, ruri: &str, from: SocketAddr, call_id: &str, extra:
 /// Receives one SIP message on `sock` within `wait`.
 pub async fn recv_msg(sock: &UdpSocket, wait: Duration) -> Option<Message> {
     let mut buf = vec![0u8; 65536];
-    let (n, _) = tokio::time::timeout(wait, sock.recv_from(&mut buf)).await.ok()?.ok()?;
+    let (n, _) = tokio::time::timeout(wait, sock.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     Message::parse_datagram(Bytes::copy_from_slice(&buf[..n]), &Limits::default()).ok()
 }
 
