@@ -281,9 +281,15 @@ impl<'m> Editor<'m> {
     /// header when absent).
     pub fn set_body(&mut self, body: &[u8]) {
         let len = body.len().to_string();
-        match self.msg.find(HeaderName::ContentLength) {
-            Some(i) => self.replace_value(i, &len),
-            None => self.append("Content-Length", &len),
+        let mut any = false;
+        for i in 0..self.msg.header_count() {
+            if self.msg.header_entries()[i].name == HeaderName::ContentLength {
+                self.replace_value(i, &len);
+                any = true;
+            }
+        }
+        if !any {
+            self.append("Content-Length", &len);
         }
         let span = self.msg.body_span();
         self.push(span, &[body]);

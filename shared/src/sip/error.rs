@@ -96,6 +96,9 @@ pub enum ParseError {
     /// A line longer than `Limits::max_line` (513).
     #[error("line too long")]
     LineTooLong,
+    /// The stream ended (peer closed) in the middle of a message.
+    #[error("stream ended inside a message")]
+    Truncated,
     /// A stream carried bytes that are not a message nor a keepalive; framing is lost.
     #[error("stream framing lost")]
     FramingLost,

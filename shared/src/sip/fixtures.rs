@@ -17,5 +17,9 @@ mod tests {
         assert_eq!(m.len(), INVITE_900.len());
         assert!((850..=950).contains(&m.len()));
         assert_eq!(m.content_length(), Ok(Some(m.body().len())));
+        assert!(
+            !m.index_spilled(),
+            "a typical message fits the inline header index"
+        );
     }
 }

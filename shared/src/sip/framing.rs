@@ -100,6 +100,33 @@ impl StreamFramer {
         Some(Err(e))
     }
 
+    /// The peer closed its sending side. Returns the last event: a message whose
+    /// head lacks only its final empty line (accepted as for datagrams, RFC 4475
+    /// baddn ends so), or `Truncated` when part of a message is buffered. Nothing
+    /// (`None`) when the stream ended between messages. Framing is lost afterwards.
+    pub fn eof(&mut self) -> Option<Result<FrameEvent, ParseError>> {
+        let state = std::mem::replace(&mut self.state, State::Lost);
+        let rest = std::mem::take(&mut self.buf);
+        if rest.iter().all(|&c| c == b'\r' || c == b'\n') {
+            return None;
+        }
+        if let State::Body { .. } = state {
+            return Some(Err(ParseError::Truncated));
+        }
+        let head = match parse_head(&rest, &self.limits, true) {
+            Ok(h) => h,
+            Err(_) => return Some(Err(ParseError::Truncated)),
+        };
+        match head_content_length(&rest, &head) {
+            Ok(Some(n)) if head.head_end == rest.len() && n == 0 => Some(Ok(FrameEvent::Message(
+                Message::from_head(rest.freeze(), head),
+            ))),
+            Ok(None) => Some(Err(ParseError::MissingContentLength)),
+            Err(e) => Some(Err(e)),
+            Ok(Some(_)) => Some(Err(ParseError::Truncated)),
+        }
+    }
+
     /// The next event, `None` when more bytes are needed (or framing is lost).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<Result<FrameEvent, ParseError>> {
@@ -280,6 +307,38 @@ mod tests {
                 got.extend(drain(&mut f).into_iter().map(|e| e.expect("ok")));
             }
             assert_eq!(&got[..], *want, "{feeds:?}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)]
+    fn eof_table() {
+        let table: &[(&[u8], Option<Result<(), ParseError>>)] = &[
+            (b"", None),
+            (b"\r\n", None),
+            (b"OPTIONS sip:a SIP/2.0\r\nl: 0\r\n", Some(Ok(()))),
+            (b"OPTIONS sip:a SIP/2.0\r\nl: 0", Some(Ok(()))),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\nl: 5\r\n\r\nab",
+                Some(Err(ParseError::Truncated)),
+            ),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\nl: 5\r\n",
+                Some(Err(ParseError::Truncated)),
+            ),
+            (
+                b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n",
+                Some(Err(ParseError::MissingContentLength)),
+            ),
+            (b"OPTIONS", Some(Err(ParseError::Truncated))),
+        ];
+        for (input, want) in table {
+            let mut f = StreamFramer::new(Limits::default());
+            f.feed(input);
+            while let Some(Ok(_)) = f.next() {}
+            let got = f.eof().map(|r| r.map(|_| ()));
+            assert_eq!(got, *want, "{:?}", String::from_utf8_lossy(input));
+            assert!(f.is_lost());
         }
     }
 

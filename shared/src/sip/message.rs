@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use smallvec::SmallVec;
 
 use super::call_id::parse_call_id;
@@ -398,7 +398,14 @@ impl Message {
             None => avail,
         };
         let total = head.head_end + body_len;
-        Ok(Self::from_head(buf.slice(skip..skip + total), head))
+        // advance/truncate instead of slice: a Vec-backed `Bytes` is not promoted
+        // (no allocation) unless trailing octets really have to be cut off.
+        let mut buf = buf;
+        buf.advance(skip);
+        if total < buf.len() {
+            buf.truncate(total);
+        }
+        Ok(Self::from_head(buf, head))
     }
 
     /// Build from a head scanned over exactly `buf` (framer and datagram parser).
@@ -494,6 +501,12 @@ impl Message {
     /// The indexed headers, in received order.
     pub fn header_entries(&self) -> &[HeaderEntry] {
         &self.headers
+    }
+
+    /// Did the header index outgrow its inline storage (more than 32 headers)?
+    /// Scanning a typical message allocates nothing; this lets tests check it.
+    pub fn index_spilled(&self) -> bool {
+        self.headers.spilled()
     }
 
     /// Number of header lines.
