@@ -4,19 +4,22 @@
 //! [`DEFAULT_CONFIG`] is the embedded configuration of the local stack
 //! (loopback, three proxies, a demo flow key): never use it in production.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use sipedge_shared::carrier::{CarrierConfig, CarrierMap};
 use sipedge_shared::config::{self, serde_duration, ConfigError};
 use sipedge_shared::flow_token::FlowKey;
+use sipedge_shared::sip::Limits as SipLimits;
 
-use crate::flood::FloodLimits;
+use crate::context::Settings;
+use crate::flood::FloodSettings;
 use crate::proxy_set::Proxy;
+use crate::run::{Listen as RunListen, RunConfig};
+use crate::txn::Timers;
 
 /// The embedded configuration for the local stack: UDP/TCP on
 /// 127.0.0.1:5060, TLS on 5061 (self-signed), admin on 127.0.0.1:9060, proxies
@@ -183,13 +186,29 @@ pub struct TransactionFile {
     /// Failover timer for an INVITE that has had no provisional response.
     #[serde(with = "serde_duration", default = "two_seconds")]
     pub timer_invite: Duration,
+    /// How long an INVITE may stay in Proceeding (RFC 3261 Timer C, > 3 min).
+    #[serde(with = "serde_duration", default = "default_proceeding")]
+    pub timer_proceeding: Duration,
+    /// How long a completed transaction is kept to absorb retransmissions.
+    #[serde(with = "serde_duration", default = "default_linger")]
+    pub linger: Duration,
+}
+
+fn default_proceeding() -> Duration {
+    Timers::default().proceeding
+}
+fn default_linger() -> Duration {
+    Timers::default().linger
 }
 
 impl Default for TransactionFile {
     fn default() -> Self {
+        let t = Timers::default();
         TransactionFile {
-            timer_non_invite: two_seconds(),
-            timer_invite: two_seconds(),
+            timer_non_invite: t.non_invite,
+            timer_invite: t.invite,
+            timer_proceeding: t.proceeding,
+            linger: t.linger,
         }
     }
 }
@@ -217,7 +236,7 @@ pub struct AdminFile {
     pub monitor_freshness: Duration,
 }
 
-/// `[flood]`; rates are per second per source (IPv4 address or IPv6 /64).
+/// `[flood]`; rates are per second per source IP.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FloodFile {
@@ -229,39 +248,37 @@ pub struct FloodFile {
     pub register_rate: u32,
     /// REGISTER burst.
     pub register_burst: u32,
-    /// Above this multiple of the request rate a source is dropped silently.
-    pub drop_factor: u32,
     /// Concurrent stream connections per source.
     pub max_conns_per_ip: u32,
-    /// New connections per second.
+    /// New connections per second (also the burst).
     pub conn_rate: u32,
-    /// New-connection burst.
-    pub conn_burst: u32,
     /// Lowest Retry-After (seconds).
     pub retry_after_min: u32,
     /// Highest Retry-After (seconds).
     pub retry_after_max: u32,
-    /// Sources always dropped (CIDRs or addresses).
-    pub denylist: Vec<String>,
+    /// After this many rejections in a row a source is dropped silently.
+    pub drop_after: u32,
 }
 
 impl Default for FloodFile {
     fn default() -> Self {
-        let d = FloodLimits::default();
+        let d = FloodSettings::default();
         FloodFile {
-            request_rate: d.request_rate.get(),
-            request_burst: d.request_burst.get(),
-            register_rate: d.register_rate.get(),
-            register_burst: d.register_burst.get(),
-            drop_factor: d.drop_factor.get(),
-            max_conns_per_ip: d.max_conns_per_ip.get(),
-            conn_rate: d.conn_rate.get(),
-            conn_burst: d.conn_burst.get(),
-            retry_after_min: d.retry_after_min,
-            retry_after_max: d.retry_after_max,
-            denylist: Vec::new(),
+            request_rate: d.requests_per_sec.get(),
+            request_burst: d.requests_burst.get(),
+            register_rate: d.registers_per_sec.get(),
+            register_burst: d.registers_burst.get(),
+            max_conns_per_ip: d.max_conns_per_ip,
+            conn_rate: d.conns_per_sec.get(),
+            retry_after_min: d.retry_after.0,
+            retry_after_max: d.retry_after.1,
+            drop_after: d.drop_after,
         }
     }
+}
+
+fn default_handshake() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `[limits]`.
@@ -272,19 +289,21 @@ pub struct LimitsFile {
     pub max_message_bytes: usize,
     /// Most header fields in one message.
     pub max_headers: usize,
-    /// Longest header line, bytes.
+    /// Longest start or header line, bytes.
     pub max_line_bytes: usize,
-    /// Most concurrent stream connections in total.
-    pub max_connections: usize,
+    /// Time for a TCP/TLS handshake and the first message.
+    #[serde(with = "serde_duration", default = "default_handshake")]
+    pub handshake_timeout: Duration,
 }
 
 impl Default for LimitsFile {
     fn default() -> Self {
+        let d = SipLimits::default();
         LimitsFile {
-            max_message_bytes: 65_535,
-            max_headers: 128,
-            max_line_bytes: 8_192,
-            max_connections: 50_000,
+            max_message_bytes: d.max_message,
+            max_headers: d.max_headers,
+            max_line_bytes: d.max_line,
+            handshake_timeout: default_handshake(),
         }
     }
 }
@@ -353,15 +372,6 @@ pub struct FlowSettings {
     pub keepalive_max_missed: NonZeroU32,
 }
 
-/// Validated failover timers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TransactionTimers {
-    /// Non-INVITE.
-    pub non_invite: Duration,
-    /// INVITE without a provisional response.
-    pub invite: Duration,
-}
-
 /// Validated admin settings (Debug hides the token).
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminSettings {
@@ -386,14 +396,10 @@ impl std::fmt::Debug for AdminSettings {
 /// Validated limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest SIP message, bytes.
-    pub max_message_bytes: NonZeroUsize,
-    /// Most header fields.
-    pub max_headers: NonZeroUsize,
-    /// Longest header line.
-    pub max_line_bytes: NonZeroUsize,
-    /// Most concurrent stream connections.
-    pub max_connections: NonZeroUsize,
+    /// Message limits for the parser.
+    pub sip: SipLimits,
+    /// TCP/TLS handshake and first-message timeout.
+    pub handshake_timeout: Duration,
 }
 
 /// Log level.
@@ -435,18 +441,20 @@ pub struct LbConfig {
     pub tls: Option<TlsSource>,
     /// Flow tokens and keepalives.
     pub flow: FlowSettings,
-    /// Failover timers.
-    pub transaction: TransactionTimers,
+    /// Transaction timers.
+    pub transaction: Timers,
     /// Static proxies, sorted by id.
     pub proxies: Vec<Proxy>,
     /// Admin server.
     pub admin: AdminSettings,
     /// Flood control.
-    pub flood: FloodLimits,
+    pub flood: FloodSettings,
     /// Limits.
     pub limits: Limits,
-    /// Carrier map.
+    /// Carrier map (validated).
     pub carriers: CarrierMap,
+    /// The `[[carrier]]` tables as written (what `run` builds its map from).
+    pub carrier_tables: Vec<CarrierConfig>,
     /// Logging.
     pub log: LogSettings,
 }
@@ -466,6 +474,66 @@ impl LbConfig {
     pub fn embedded_default() -> Result<Self, ConfigError> {
         Self::parse(Path::new(DEFAULT_CONFIG_PATH), DEFAULT_CONFIG)
     }
+}
+
+impl LbConfig {
+    /// What [`crate::run::bind`] and [`crate::run::run`] take. A
+    /// [`TlsSource::SelfSigned`] certificate is generated into `tls_dir`
+    /// (only then is anything written).
+    pub fn to_run(&self, tls_dir: &Path) -> std::io::Result<(RunConfig, RunListen)> {
+        let tls = match &self.tls {
+            None => None,
+            Some(TlsSource::Files { cert, key }) => Some((cert.clone(), key.clone())),
+            Some(TlsSource::SelfSigned) => Some(write_self_signed(tls_dir)?),
+        };
+        let settings = Settings {
+            lb_id: self.id,
+            edge: self.edge.clone(),
+            advertise: self.listen.advertise.clone(),
+            internal: self.listen.internal,
+            flow_keys: self.flow.keys.clone(),
+            timers: self.transaction,
+            keepalive_interval: self.flow.keepalive_interval,
+            keepalive_max_missed: self.flow.keepalive_max_missed.get(),
+            limits: self.limits.sip,
+            handshake_timeout: self.limits.handshake_timeout,
+        };
+        let run = RunConfig {
+            settings,
+            flood: self.flood.clone(),
+            static_proxies: self.proxies.clone(),
+            monitor_freshness: self.admin.monitor_freshness,
+            admin_token: self.admin.token.clone(),
+            carriers: self.carrier_tables.clone(),
+            tls,
+        };
+        let listen = RunListen {
+            udp: self.listen.udp.clone(),
+            tcp: self.listen.tcp.clone(),
+            tls: self.listen.tls.clone(),
+            internal: self.listen.internal,
+            admin: self.admin.listen,
+            workers: self.listen.workers.get(),
+        };
+        Ok((run, listen))
+    }
+}
+
+/// Writes a self-signed certificate for `localhost`/127.0.0.1/::1 as
+/// `lb-self-signed.crt` and `.key` (PEM) into `dir`: local stack and tests only.
+pub fn write_self_signed(dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let ck = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
+    std::fs::create_dir_all(dir)?;
+    let cert = dir.join("lb-self-signed.crt");
+    let key = dir.join("lb-self-signed.key");
+    std::fs::write(&cert, ck.cert.pem())?;
+    std::fs::write(&key, ck.key_pair.serialize_pem())?;
+    Ok((cert, key))
 }
 
 /// Names the file in every validation error.
@@ -598,12 +666,12 @@ impl LbFile {
                 .nz32("flow.keepalive_max_missed", self.flow.keepalive_max_missed)?,
         };
 
-        let transaction = TransactionTimers {
-            non_invite: c.positive(
-                "transaction.timer_non_invite",
-                self.transaction.timer_non_invite,
-            )?,
-            invite: c.positive("transaction.timer_invite", self.transaction.timer_invite)?,
+        let t = &self.transaction;
+        let transaction = Timers {
+            non_invite: c.positive("transaction.timer_non_invite", t.timer_non_invite)?,
+            invite: c.positive("transaction.timer_invite", t.timer_invite)?,
+            proceeding: c.positive("transaction.timer_proceeding", t.timer_proceeding)?,
+            linger: c.positive("transaction.linger", t.linger)?,
         };
 
         let mut proxies = Vec::with_capacity(self.proxies.len());
@@ -666,43 +734,27 @@ impl LbFile {
                 ),
             ));
         }
-        let denylist = f
-            .denylist
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let t = t.trim();
-                t.parse::<IpNet>()
-                    .ok()
-                    .or_else(|| t.parse::<IpAddr>().ok().map(IpNet::from))
-                    .ok_or_else(|| {
-                        c.err(
-                            format!("flood.denylist[{i}]"),
-                            format!("`{t}` is not a CIDR or address"),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let flood = FloodLimits {
-            request_rate: c.nz32("flood.request_rate", f.request_rate)?,
-            request_burst: c.nz32("flood.request_burst", f.request_burst)?,
-            register_rate: c.nz32("flood.register_rate", f.register_rate)?,
-            register_burst: c.nz32("flood.register_burst", f.register_burst)?,
-            drop_factor: c.nz32("flood.drop_factor", f.drop_factor)?,
-            max_conns_per_ip: c.nz32("flood.max_conns_per_ip", f.max_conns_per_ip)?,
-            conn_rate: c.nz32("flood.conn_rate", f.conn_rate)?,
-            conn_burst: c.nz32("flood.conn_burst", f.conn_burst)?,
-            retry_after_min: f.retry_after_min,
-            retry_after_max: f.retry_after_max,
-            denylist,
+        let flood = FloodSettings {
+            requests_per_sec: c.nz32("flood.request_rate", f.request_rate)?,
+            requests_burst: c.nz32("flood.request_burst", f.request_burst)?,
+            registers_per_sec: c.nz32("flood.register_rate", f.register_rate)?,
+            registers_burst: c.nz32("flood.register_burst", f.register_burst)?,
+            max_conns_per_ip: c.nz32("flood.max_conns_per_ip", f.max_conns_per_ip)?.get(),
+            conns_per_sec: c.nz32("flood.conn_rate", f.conn_rate)?,
+            retry_after: (f.retry_after_min, f.retry_after_max),
+            drop_after: c.nz32("flood.drop_after", f.drop_after)?.get(),
         };
 
         let m = &self.limits;
         let limits = Limits {
-            max_message_bytes: c.nzu("limits.max_message_bytes", m.max_message_bytes)?,
-            max_headers: c.nzu("limits.max_headers", m.max_headers)?,
-            max_line_bytes: c.nzu("limits.max_line_bytes", m.max_line_bytes)?,
-            max_connections: c.nzu("limits.max_connections", m.max_connections)?,
+            sip: SipLimits {
+                max_message: c
+                    .nzu("limits.max_message_bytes", m.max_message_bytes)?
+                    .get(),
+                max_headers: c.nzu("limits.max_headers", m.max_headers)?.get(),
+                max_line: c.nzu("limits.max_line_bytes", m.max_line_bytes)?.get(),
+            },
+            handshake_timeout: c.positive("limits.handshake_timeout", m.handshake_timeout)?,
         };
 
         let carriers = CarrierMap::new(&self.carrier).map_err(|e| c.err(e.key(), e.to_string()))?;
@@ -741,6 +793,7 @@ impl LbFile {
             flood,
             limits,
             carriers,
+            carrier_tables: self.carrier,
             log,
         })
     }
@@ -775,7 +828,8 @@ mod tests {
         assert_eq!(c.flow.keepalive_max_missed.get(), 2);
         assert_eq!(c.transaction.invite, Duration::from_secs(2));
         assert_eq!(c.admin.monitor_freshness, Duration::from_secs(10));
-        assert_eq!(c.flood, FloodLimits::default());
+        assert_eq!(c.flood.retry_after, (10, 300));
+        assert_eq!(c.limits.sip, SipLimits::default());
         assert_eq!(c.listen.workers.get(), 2);
     }
 
@@ -863,11 +917,13 @@ mod tests {
             ),
             ("flood.retry_after_min", i(400), "flood.retry_after_min"),
             ("flood.request_rate", i(0), "flood.request_rate"),
+            ("flood.drop_after", i(0), "flood.drop_after"),
             (
-                "flood.denylist",
-                strs(&["10.0.0.0/8", "x"]),
-                "flood.denylist[1]",
+                "limits.handshake_timeout",
+                s("0s"),
+                "limits.handshake_timeout",
             ),
+            ("transaction.linger", s("0s"), "transaction.linger"),
             ("limits.max_headers", i(0), "limits.max_headers"),
             ("log.level", s("loud"), "log.level"),
             ("log.sample", toml::Value::Float(1.5), "log.sample"),
@@ -890,6 +946,25 @@ mod tests {
             }
             assert!(err.to_string().starts_with("lb-test.toml: key `"), "{err}");
         }
+    }
+
+    #[test]
+    fn run_inputs() {
+        let c = LbConfig::embedded_default().expect("valid");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (run, listen) = c.to_run(dir.path()).expect("to_run");
+        let (cert, key) = run.tls.expect("self-signed written");
+        assert!(std::fs::read_to_string(cert)
+            .expect("cert")
+            .contains("BEGIN CERTIFICATE"));
+        assert!(std::fs::read_to_string(key)
+            .expect("key")
+            .contains("PRIVATE KEY"));
+        assert_eq!(run.settings.lb_id, 1);
+        assert_eq!(run.static_proxies.len(), 3);
+        assert_eq!(listen.workers, 2);
+        assert_eq!(listen.admin.port(), 9060);
+        assert_eq!(run.settings.keepalive_max_missed, 2);
     }
 
     #[test]
@@ -917,17 +992,13 @@ mod tests {
     }
 
     #[test]
-    fn carriers_and_denylist() {
+    fn carriers() {
         let text = format!(
             "{DEFAULT_CONFIG}\n[[carrier]]\nname = \"acme\"\ncidrs = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n"
         );
-        let text = text.replace(
-            "[log]",
-            "[flood]\ndenylist = [\"198.51.100.0/24\", \"192.0.2.1\"]\n\n[log]",
-        );
         let c = LbConfig::parse(Path::new("x.toml"), &text).expect("valid");
         assert_eq!(c.carriers.lookup("10.2.3.4".parse().expect("ip")), "acme");
-        assert_eq!(c.flood.denylist.len(), 2);
+        assert_eq!(c.carrier_tables.len(), 1);
         let bad = text.replace("\"10.0.0.0/8\"", "\"10.0.0.0/99\"");
         match LbConfig::parse(Path::new("x.toml"), &bad) {
             Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "carrier[0].cidrs"),
