@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod branch;
+pub mod config;
 pub mod context;
 pub mod flood;
 pub mod flow;
