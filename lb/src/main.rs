@@ -1,7 +1,68 @@
-//! `sipedge-lb`: parses arguments and config, then calls the library.
+//! `sipedge-lb`: parses arguments and config, binds, then calls the library.
 #![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!("sipedge-lb: not assembled yet");
-    std::process::exit(2);
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use sipedge_lb::config::LbConfig;
+use tokio_util::sync::CancellationToken;
+
+/// The sipedge stateless edge load balancer.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file (TOML). Without it the embedded local-stack defaults run.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Only validate the config and exit.
+    #[arg(long)]
+    check: bool,
+    /// Where a self-signed certificate is written when the config asks for one.
+    #[arg(long, default_value = "target/sipedge-tls")]
+    tls_dir: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sipedge-lb: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cfg = match &args.config {
+        Some(p) => LbConfig::load(p)?,
+        None => LbConfig::embedded_default()?,
+    };
+    if args.check {
+        println!("config ok");
+        return Ok(());
+    }
+    std::fs::create_dir_all(&args.tls_dir).ok();
+    let (run_cfg, listen) = cfg.to_run(&args.tls_dir).context("TLS certificate")?;
+    let sockets = sipedge_lb::run::bind(&listen).context("binding sockets")?;
+    let workers = listen.workers.max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+        });
+        sipedge_lb::run::run(run_cfg, sockets, shutdown).await
+    })
 }

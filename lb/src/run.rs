@@ -85,8 +85,16 @@ pub fn bind(listen: &Listen) -> std::io::Result<BoundSockets> {
         .iter()
         .map(|a| net::bind_udp_group(*a, workers))
         .collect::<Result<_, _>>()?;
-    let tcp = listen.tcp.iter().map(|a| net::bind_tcp(*a)).collect::<Result<_, _>>()?;
-    let tls = listen.tls.iter().map(|a| net::bind_tcp(*a)).collect::<Result<_, _>>()?;
+    let tcp = listen
+        .tcp
+        .iter()
+        .map(|a| net::bind_tcp(*a))
+        .collect::<Result<_, _>>()?;
+    let tls = listen
+        .tls
+        .iter()
+        .map(|a| net::bind_tcp(*a))
+        .collect::<Result<_, _>>()?;
     let mut internal = vec![net::bind_udp(listen.internal)?];
     for _ in 1..workers {
         internal.push(net::bind_udp(SocketAddr::new(listen.internal.ip(), 0))?);
@@ -135,9 +143,21 @@ impl BoundSockets {
     pub fn addresses(&self) -> std::io::Result<Addresses> {
         let first = |v: &Vec<std::net::UdpSocket>| v.first().map(|s| s.local_addr());
         Ok(Addresses {
-            udp: self.udp.iter().filter_map(first).collect::<Result<_, _>>()?,
-            tcp: self.tcp.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?,
-            tls: self.tls.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?,
+            udp: self
+                .udp
+                .iter()
+                .filter_map(first)
+                .collect::<Result<_, _>>()?,
+            tcp: self
+                .tcp
+                .iter()
+                .map(|l| l.local_addr())
+                .collect::<Result<_, _>>()?,
+            tls: self
+                .tls
+                .iter()
+                .map(|l| l.local_addr())
+                .collect::<Result<_, _>>()?,
             internal: self
                 .internal
                 .first()
@@ -159,7 +179,11 @@ fn sent_by(addr: SocketAddr, advertise: &str) -> String {
 }
 
 /// Runs the LB until `shutdown` is cancelled.
-pub async fn run(cfg: RunConfig, sockets: BoundSockets, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: RunConfig,
+    sockets: BoundSockets,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let addrs = sockets.addresses()?;
     let mut settings = cfg.settings.clone();
     settings.internal = addrs.internal;
@@ -291,7 +315,8 @@ pub async fn run(cfg: RunConfig, sockets: BoundSockets, shutdown: CancellationTo
     let bound = Arc::new(AtomicBool::new(true));
     let admin = LbAdmin::new(proxies, cfg.admin_token.clone(), flows, Arc::clone(&bound));
     let admin_listener = tokio::net::TcpListener::from_std(sockets.admin)?;
-    let admin_task = sipedge_shared::admin::serve(admin_listener, Arc::new(admin), shutdown.clone());
+    let admin_task =
+        sipedge_shared::admin::serve(admin_listener, Arc::new(admin), shutdown.clone());
     tracing::info!(?addrs, "sipedge-lb running");
     let r = admin_task.await;
     bound.store(false, Ordering::Relaxed);
