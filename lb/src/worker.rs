@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::flow::{FlowId, FlowTransport, Outbound};
-use crate::pipeline::{Core, Dest};
+use crate::pipeline::{malformed, Core, Dest, Out};
 use crate::stun;
 
 /// Work handed to a worker by a stream connection task.
@@ -137,15 +137,21 @@ fn on_datagram(
         peer,
         listener,
     };
-    match Message::parse_datagram(data, limits) {
+    match Message::parse_datagram(data.clone(), limits) {
         Ok(msg) => core.on_external(msg, flow, Instant::now()),
-        Err(_) => {
+        Err(e) => {
             let carrier = core.shared.carriers.lookup_index(peer.ip());
             core.shared
                 .metrics
                 .carrier(carrier)
                 .bad_messages
                 .increment(1);
+            if let Some(resp) = malformed::error_response(&data, e.status(), &e.reason()) {
+                core.out.push(Out {
+                    dest: Dest::Flow(flow),
+                    bytes: Bytes::from(resp),
+                });
+            }
         }
     }
 }

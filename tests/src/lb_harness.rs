@@ -130,6 +130,8 @@ pub enum Answer {
     Status(u16),
     /// Nothing.
     Silent,
+    /// INVITE: 100 and 180, then wait; a CANCEL gets 200 and the INVITE 487.
+    Ring,
 }
 
 /// A UDP stand-in for a proxy: records requests, answers as told.
@@ -178,7 +180,31 @@ impl TestProxy {
                     continue;
                 }
                 let answer = *me.answer.lock().expect("test lock");
+                if method == "CANCEL" {
+                    let invite = me
+                        .received
+                        .lock()
+                        .expect("test lock")
+                        .iter()
+                        .find(|m| {
+                            m.method_str() == "INVITE" && m.call_id().ok() == msg.call_id().ok()
+                        })
+                        .cloned();
+                    let _ = socket
+                        .send_to(&build_response(&msg, 200, "OK", Some("uas"), &[]), from)
+                        .await;
+                    if let Some(inv) = invite {
+                        let r = build_response(&inv, 487, "Request Terminated", Some("uas"), &[]);
+                        let _ = socket.send_to(&r, from).await;
+                    }
+                    continue;
+                }
                 let replies: Vec<Bytes> = match answer {
+                    Answer::Ring if method == "INVITE" => vec![
+                        build_response(&msg, 100, "Trying", None, &[]),
+                        build_response(&msg, 180, "Ringing", Some("uas"), &[]),
+                    ],
+                    Answer::Ring => vec![build_response(&msg, 200, "OK", Some("uas"), &[])],
                     Answer::Silent => vec![],
                     Answer::Status(s) => vec![build_response(&msg, s, "Test", Some("uas"), &[])],
                     Answer::Ok if method == "INVITE" => vec![

@@ -424,3 +424,98 @@ async fn put_v1_proxies_changes_routing_and_refuses_stale_generations() {
     );
     lb.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_follows_its_invite_and_the_487_is_acked_hop_by_hop() {
+    let proxies = three([Answer::Ring; 3]).await;
+    let lb = TestLb::start(opts(&proxies)).await.expect("lb");
+    let (c, ca) = client().await;
+    let invite = request("INVITE", "sip:ivan@example.com", ca, "cancel1", "");
+    c.send_to(invite.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    // Wait for the 180 before cancelling.
+    let mut rang = false;
+    while let Some(m) = recv_msg(&c, WAIT).await {
+        if m.status() == Some(180) {
+            rang = true;
+            break;
+        }
+    }
+    assert!(rang, "180 relayed");
+    let cancel = invite
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    c.send_to(cancel.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    let mut statuses = Vec::new();
+    while let Some(m) = recv_msg(&c, WAIT).await {
+        if let (Some(s), Ok(cseq)) = (m.status(), m.cseq()) {
+            statuses.push((s, cseq.method_str.to_string()));
+        }
+        if statuses.iter().any(|(s, _)| *s == 487) {
+            break;
+        }
+    }
+    assert!(
+        statuses.contains(&(200, "CANCEL".to_string())),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&(487, "INVITE".to_string())),
+        "{statuses:?}"
+    );
+    // Our ACK for the 487 went to the proxy; the client's ACK is absorbed.
+    let ack = invite
+        .replace("INVITE sip:", "ACK sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK");
+    c.send_to(ack.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let acks: usize = proxies.iter().map(|p| p.count("ACK")).sum();
+    let cancels: usize = proxies.iter().map(|p| p.count("CANCEL")).sum();
+    assert_eq!((acks, cancels), (1, 1));
+    lb.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_udp_request_gets_400_naming_the_fault() {
+    let proxies = three([Answer::Ok; 3]).await;
+    let lb = TestLb::start(opts(&proxies)).await.expect("lb");
+    let (c, ca) = client().await;
+    let req = request("OPTIONS", "sip:j@example.com", ca, "clerr", "")
+        .replace("Content-Length: 0", "Content-Length: 9999");
+    c.send_to(req.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    let resp = recv_final(&c, WAIT).await.expect("an answer");
+    assert_eq!(resp.status(), Some(400));
+    assert!(resp
+        .reason()
+        .is_some_and(|r| r.len() > "Bad Request".len() - 1));
+    let total: usize = proxies.iter().map(|p| p.count("OPTIONS")).sum();
+    assert_eq!(total, 0);
+    // A SIP version other than 2.0 gets 505; an unknown URI scheme 416.
+    let req = request("OPTIONS", "sip:j@example.com", ca, "v3", "").replace(
+        "OPTIONS sip:j@example.com SIP/2.0",
+        "OPTIONS sip:j@example.com SIP/3.0",
+    );
+    c.send_to(req.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    assert_eq!(
+        recv_final(&c, WAIT).await.and_then(|m| m.status()),
+        Some(505)
+    );
+    let req = request("OPTIONS", "foo:j@example.com", ca, "scheme", "");
+    c.send_to(req.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    assert_eq!(
+        recv_final(&c, WAIT).await.and_then(|m| m.status()),
+        Some(416)
+    );
+    lb.stop().await.expect("stop");
+}

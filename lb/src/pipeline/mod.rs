@@ -11,6 +11,7 @@ pub mod choose;
 pub mod forward;
 pub mod inbound;
 pub mod loop_guard;
+pub mod malformed;
 pub mod route;
 
 use std::net::SocketAddr;
