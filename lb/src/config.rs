@@ -417,6 +417,19 @@ pub enum LogLevel {
     Trace,
 }
 
+impl LogLevel {
+    /// The `tracing` filter directive.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
 /// Validated log settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogSettings {
@@ -497,6 +510,7 @@ impl LbConfig {
             keepalive_max_missed: self.flow.keepalive_max_missed.get(),
             limits: self.limits.sip,
             handshake_timeout: self.limits.handshake_timeout,
+            log_sample: self.log.sample,
         };
         let run = RunConfig {
             settings,

@@ -42,6 +42,9 @@ pub struct Settings {
     pub limits: Limits,
     /// TLS/TCP handshake and first-message timeout.
     pub handshake_timeout: Duration,
+    /// Share of requests and final responses logged as JSON lines
+    /// (0.0..=1.0); local error answers are always logged.
+    pub log_sample: f64,
 }
 
 /// Shared by all workers and connection tasks.

@@ -35,15 +35,18 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let cfg = match &args.config {
         Some(p) => LbConfig::load(p)?,
         None => LbConfig::embedded_default()?,
     };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| cfg.log.level.as_str().into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if cfg.log.json {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     if args.check {
         println!("config ok");
         return Ok(());

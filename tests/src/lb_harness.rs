@@ -88,6 +88,7 @@ impl TestLb {
             keepalive_max_missed: 2,
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(5),
+            log_sample: 0.0,
         };
         let cfg = RunConfig {
             settings,

@@ -124,6 +124,11 @@ pub fn response_from_proxy(core: &mut Core, msg: Message, now: Instant) {
             .record(now.saturating_duration_since(started).as_secs_f64());
         let carrier = shared.carriers.lookup_index(flow.peer.ip());
         m.carrier(carrier).response(status);
+        if core.sampler.take() {
+            if let Some(t) = core.txns.get(&key) {
+                super::log::response(&t.request, status, flow.peer, false);
+            }
+        }
         core.txns.on_final(key, status, bytes.clone(), now);
         core.out.push(Out {
             dest: Dest::Flow(flow),

@@ -10,6 +10,7 @@
 pub mod choose;
 pub mod forward;
 pub mod inbound;
+pub mod log;
 pub mod loop_guard;
 pub mod malformed;
 pub mod route;
@@ -70,6 +71,8 @@ pub struct Core {
     pub txns: TxnTable<Message>,
     /// Messages to send, drained by the I/O loop.
     pub out: Vec<Out>,
+    /// Which requests and responses are logged.
+    pub(crate) sampler: log::Sampler,
 }
 
 /// Why a request is answered locally.
@@ -101,6 +104,7 @@ impl Core {
             our_hosts,
             txns,
             out: Vec::with_capacity(8),
+            sampler: log::Sampler::new(shared.settings.log_sample),
             shared,
         }
     }
@@ -114,6 +118,9 @@ impl Core {
         if msg.is_request() {
             let carrier = self.shared.carriers.lookup_index(flow.peer.ip());
             self.shared.metrics.carrier(carrier).request(msg.method());
+            if self.sampler.take() {
+                log::request(&msg, flow.peer);
+            }
             if let Err(r) = self.external_request(&msg, flow, now) {
                 self.reply(&msg, flow, r);
             }
@@ -136,6 +143,7 @@ impl Core {
         if msg.method() == Some(Method::Ack) {
             return; // ACK is never answered.
         }
+        log::response(msg, r.status, flow.peer, true);
         let tag = local_tag(msg);
         let extra: Vec<(&str, &str)> = r.extra.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let bytes = build_response(msg, r.status, &r.reason, Some(&tag), &extra);
