@@ -519,3 +519,140 @@ async fn malformed_udp_request_gets_400_naming_the_fault() {
     );
     lb.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_comes_back_to_us_is_a_loop_482() {
+    // The only "proxy" is the LB's own external address: the forwarded
+    // request arrives again carrying our branch.
+    let placeholder = TestProxy::start("self", Answer::Ok).await.expect("bind");
+    let lb = TestLb::start(opts(std::slice::from_ref(&placeholder)))
+        .await
+        .expect("lb");
+    let url = format!("http://{}/v1/proxies", lb.addrs.admin);
+    let body = serde_json::json!({
+        "monitor": "m1", "generation": 1,
+        "proxies": [{"id": "self", "addr": lb.addrs.udp[0].to_string(), "up": true}]
+    });
+    let r = reqwest::Client::new()
+        .put(&url)
+        .bearer_auth(TEST_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 200);
+    let (c, ca) = client().await;
+    let req = request("OPTIONS", "sip:loop@example.com", ca, "loop1", "");
+    c.send_to(req.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    assert_eq!(
+        recv_final(&c, WAIT).await.and_then(|m| m.status()),
+        Some(482)
+    );
+    lb.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_source_gets_503_with_a_randomised_retry_after() {
+    let proxies = three([Answer::Ok; 3]).await;
+    let mut o = opts(&proxies);
+    let n = |v: u32| std::num::NonZeroU32::new(v).expect("non-zero");
+    o.flood.requests_per_sec = n(1);
+    o.flood.requests_burst = n(5);
+    o.flood.retry_after = (10, 300);
+    let lb = TestLb::start(o).await.expect("lb");
+    let (c, ca) = client().await;
+    let mut statuses = Vec::new();
+    let mut retry_after = Vec::new();
+    for i in 0..12 {
+        let req = request("OPTIONS", "sip:k@example.com", ca, &format!("flood{i}"), "");
+        c.send_to(req.as_bytes(), lb.addrs.udp[0])
+            .await
+            .expect("send");
+        let m = recv_final(&c, WAIT).await.expect("answer");
+        statuses.push(m.status().unwrap_or(0));
+        if let Some(v) = m.header(HeaderName::RetryAfter) {
+            retry_after.push(v.trim().parse::<u32>().expect("seconds"));
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert!(
+        retry_after.iter().all(|r| (10..=300).contains(r)),
+        "{retry_after:?}"
+    );
+    let distinct: std::collections::HashSet<_> = retry_after.iter().collect();
+    assert!(distinct.len() > 1, "randomised: {retry_after:?}");
+    lb.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_dialog_requests_follow_our_signed_record_route() {
+    let proxies = three([Answer::Ok; 3]).await;
+    let lb = TestLb::start(opts(&proxies)).await.expect("lb");
+    let (c, ca) = client().await;
+    let invite = request("INVITE", "sip:leo@example.com", ca, "dialog1", "");
+    c.send_to(invite.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    assert_eq!(
+        recv_final(&c, WAIT).await.and_then(|m| m.status()),
+        Some(200)
+    );
+    let fwd = forwarded(&proxies, "dialog1").expect("INVITE forwarded");
+    let rrs: Vec<String> = fwd
+        .values(HeaderName::RecordRoute)
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(rrs.len(), 2, "double Record-Route: {rrs:?}");
+    assert!(
+        rrs[0].contains(&lb.addrs.internal.to_string()),
+        "inner face first: {rrs:?}"
+    );
+    assert!(rrs
+        .iter()
+        .all(|r| r.contains("ftok=") && r.contains("px=") && r.contains("sig=")));
+    let served_by = proxies
+        .iter()
+        .find(|p| p.count("INVITE") == 1)
+        .expect("one proxy served")
+        .id
+        .clone();
+    // The caller's route set is the Record-Route list reversed.
+    let route = format!("Route: {}, {}\r\n", rrs[1], rrs[0]);
+    let bye = request("BYE", "sip:uas@127.0.0.1:9", ca, "dialog1", &route)
+        .replace("CSeq: 1 BYE", "CSeq: 2 BYE")
+        .replace(
+            "To: <sip:uas@127.0.0.1:9>",
+            "To: <sip:leo@example.com>;tag=uas",
+        )
+        .replace("branch=z9hG4bKdialog1x", "branch=z9hG4bKdialog1bye");
+    c.send_to(bye.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    assert_eq!(
+        recv_final(&c, WAIT).await.and_then(|m| m.status()),
+        Some(200)
+    );
+    let p = proxies.iter().find(|p| p.id == served_by).expect("proxy");
+    assert_eq!(p.count("BYE"), 1, "BYE pinned to {served_by}");
+    let fwd_bye = p
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|m| m.method_str() == "BYE")
+        .cloned()
+        .expect("BYE");
+    assert_eq!(fwd_bye.count(HeaderName::Route), 0, "our entries popped");
+    lb.stop().await.expect("stop");
+}
