@@ -3,6 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod generation;
 pub mod health;
+pub mod probe;
 pub mod probe_parse;
+pub mod push;
 pub mod safety;
