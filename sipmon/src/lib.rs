@@ -120,6 +120,10 @@ pub async fn run(
         }
     }
 
+    match sockets.admin.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "admin listening (/metrics, /healthz, /v1/status)"),
+        Err(e) => tracing::warn!(error = %e, "admin listener has no local address"),
+    }
     tasks.spawn(admin::serve(
         sockets.admin,
         monitor.clone(),

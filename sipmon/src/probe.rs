@@ -155,6 +155,8 @@ impl UdpProber {
                     // ICMP port unreachable surfaces here on some systems;
                     // the probe simply times out.
                     tracing::trace!(error = %e, "probe socket receive error");
+                    // Never spin on a persistent error.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 }
             };

@@ -200,6 +200,11 @@ async fn lb_restart(addr: SocketAddr) -> LbStub {
 }
 
 fn config_text(proxies: &[&Responder], lbs: &[SocketAddr]) -> String {
+    let addrs: Vec<SocketAddr> = proxies.iter().map(|r| r.addr).collect();
+    config_text_at(&addrs, lbs, "udp")
+}
+
+fn config_text_at(proxies: &[SocketAddr], lbs: &[SocketAddr], transport: &str) -> String {
     let mut t = format!(
         r#"
 id = "mon-test"
@@ -209,6 +214,7 @@ interval = "{INTERVAL_MS}ms"
 timeout = "150ms"
 down_after = {N}
 up_after = {M}
+transport = "{transport}"
 source = "127.0.0.1:0"
 [push]
 lbs = [{}]
@@ -230,7 +236,7 @@ listen = "127.0.0.1:0"
         t.push_str(&format!(
             "[[proxies]]\nid = \"p{}\"\naddr = \"{}\"\n",
             i + 1,
-            p.addr
+            p
         ));
     }
     t
@@ -522,6 +528,90 @@ async fn generations_increase_across_restarts() {
         last.generation > first.generation,
         "{last:?} after {first:?}"
     );
+    mon.stop().await;
+    lb.stop.cancel();
+}
+
+/// A TCP proxy stand-in: answers OPTIONS with 200 on every connection until
+/// stopped (listener and connections closed, like a dead process).
+async fn tcp_responder(listener: TcpListener) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = tokio::select! {
+                _ = stopped.cancelled() => return,
+                r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
+            };
+            let stopped = stopped.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let n = tokio::select! {
+                        _ = stopped.cancelled() => return,
+                        r = s.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
+                    };
+                    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let copy: Vec<&str> = text
+                        .split("\r\n")
+                        .filter(|l| {
+                            ["Via:", "Call-ID:", "CSeq:"]
+                                .iter()
+                                .any(|h| l.starts_with(h))
+                        })
+                        .collect();
+                    let resp = format!(
+                        "SIP/2.0 200 OK\r\n{}\r\nContent-Length: 0\r\n\r\n",
+                        copy.join("\r\n")
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    stop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_probes_reconnect_after_a_proxy_restart() {
+    let l1 = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l2 = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (a1, a2) = (l1.local_addr().expect("a"), l2.local_addr().expect("a"));
+    let _p1 = tcp_responder(l1).await;
+    let p2 = tcp_responder(l2).await;
+    let lb = lb().await;
+    let mon = start_sipmon(&config_text_at(&[a1, a2], &[lb.addr], "tcp")).await;
+    wait_for(&lb, Duration::from_secs(3), "full set over TCP", |p| {
+        p.up.len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2 * INTERVAL_MS)).await;
+
+    p2.cancel();
+    let killed = Instant::now();
+    let bound = Duration::from_millis((N + 1) * INTERVAL_MS + SLACK_MS);
+    let p = wait_for(&lb, Duration::from_secs(5), "p2 down", |p| {
+        p.down == ids(&["p2"])
+    })
+    .await;
+    assert!(
+        p.at.duration_since(killed) <= bound,
+        "{:?}",
+        p.at.duration_since(killed)
+    );
+
+    // The proxy comes back on the same port: sipmon reconnects.
+    let _p2 = tcp_responder(TcpListener::bind(a2).await.expect("rebind")).await;
+    wait_for(
+        &lb,
+        Duration::from_secs(3),
+        "p2 back over a new connection",
+        |p| p.up.len() == 2,
+    )
+    .await;
     mon.stop().await;
     lb.stop.cancel();
 }
