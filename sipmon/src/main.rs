@@ -2,6 +2,7 @@
 //! (`sipmon run`), or prints the running monitor's table (`sipmon status`).
 #![forbid(unsafe_code)]
 
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match Cli::parse().command {
         Command::Run { config } => run(config).await,
@@ -89,7 +91,8 @@ async fn status(admin: &str, watch: Option<u64>) -> anyhow::Result<()> {
         .context("building the HTTP client")?;
     let Some(secs) = watch else {
         let report = sipmon::status::fetch(&client, admin).await?;
-        print!("{}", sipmon::status::render_table(&report));
+        // A closed pipe (`| head`) is a normal end, not an error.
+        let _ = std::io::stdout().write_all(sipmon::status::render_table(&report).as_bytes());
         return Ok(());
     };
     loop {
@@ -98,7 +101,15 @@ async fn status(admin: &str, watch: Option<u64>) -> anyhow::Result<()> {
             Ok(report) => sipmon::status::render_table(&report),
             Err(e) => format!("{e}\n"),
         };
-        print!("\x1b[2J\x1b[H{body}\n(every {secs}s, Ctrl-C to stop)\n");
+        let frame = format!("\x1b[2J\x1b[H{body}\n(every {secs}s, Ctrl-C to stop)\n");
+        let mut out = std::io::stdout();
+        if out
+            .write_all(frame.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            return Ok(()); // the reader went away
+        }
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(secs.max(1))) => {}

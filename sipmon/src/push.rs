@@ -184,7 +184,7 @@ impl Pusher {
             .await;
         let resp = match resp {
             Ok(r) => r,
-            Err(e) => return (generation, PushOutcome::Unreachable(error_chain(&e))),
+            Err(e) => return (generation, PushOutcome::Unreachable(root_cause(&e))),
         };
         let status = resp.status().as_u16();
         // The body only matters for 409 (`last`) and for messages.
@@ -295,16 +295,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The error and its causes on one line (reqwest hides the useful part).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
+/// The innermost cause of a client error (reqwest's own message is only
+/// "error sending request"), or `timeout`.
+fn root_cause(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timeout".into();
     }
-    s
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 #[cfg(test)]
