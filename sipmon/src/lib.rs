@@ -8,7 +8,6 @@ pub mod generation;
 pub mod health;
 pub mod monitor;
 pub mod probe;
-pub mod probe_parse;
 pub mod push;
 pub mod safety;
 pub mod srv;
@@ -124,11 +123,15 @@ pub async fn run(
         Ok(addr) => tracing::info!(%addr, "admin listening (/metrics, /healthz, /v1/status)"),
         Err(e) => tracing::warn!(error = %e, "admin listener has no local address"),
     }
-    tasks.spawn(admin::serve(
-        sockets.admin,
-        monitor.clone(),
-        shutdown.clone(),
-    ));
+    let routes = Arc::new(admin::StatusRoutes {
+        monitor: monitor.clone(),
+    });
+    let admin_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = sipedge_shared::admin::serve(sockets.admin, routes, admin_shutdown).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
     let probe_loop = ProbeLoop {
         monitor,
         prober: Arc::new(prober),

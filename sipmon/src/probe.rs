@@ -1,6 +1,7 @@
 //! SIP OPTIONS probes over UDP (one socket bound to the unicast source,
 //! responses matched by Via branch and Call-ID) or TCP (one connection per
-//! proxy, reconnected after any failure, Content-Length framing).
+//! proxy, reconnected after any failure, Content-Length framing). Responses
+//! are read with the shared zero-copy parser (`shared::sip`).
 //!
 //! ```text
 //! RFC 3261 §11.1: The response to an OPTIONS is constructed using the
@@ -16,7 +17,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rand::Rng;
+use sipedge_shared::sip::{FrameEvent, Limits, Message, StreamFramer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
@@ -24,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Transport;
 use crate::health::Outcome;
-use crate::probe_parse::{frame_len, parse_response, MAX_RESPONSE};
 use crate::push::lock;
 
 /// RFC 3261 §17.1.1.1 T1: the first UDP retransmission interval.
@@ -143,7 +145,8 @@ impl UdpProber {
         pending: Arc<Mutex<Pending>>,
         shutdown: CancellationToken,
     ) {
-        let mut buf = vec![0u8; MAX_RESPONSE];
+        let limits = Limits::default();
+        let mut buf = vec![0u8; 65_535];
         loop {
             let r = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -160,21 +163,25 @@ impl UdpProber {
                     continue;
                 }
             };
-            let Ok(resp) = parse_response(&buf[..n]) else {
+            let Ok(msg) = Message::parse_datagram(Bytes::copy_from_slice(&buf[..n]), &limits)
+            else {
                 continue;
             };
             // RFC 3261 §17.1.1.2: provisional responses do not end the transaction.
-            if resp.code < 200 {
+            let Some(code) = msg.status().filter(|c| *c >= 200) else {
                 continue;
-            }
-            let Some(branch) = resp.branch else { continue };
+            };
+            let Some(branch) = msg.top_via().ok().and_then(|v| v.branch) else {
+                continue;
+            };
+            let call_id = msg.call_id().ok();
             let mut map = lock(&pending);
             let matches = map
-                .get(branch)
-                .is_some_and(|(cid, _)| resp.call_id == Some(cid.as_str()));
+                .get(branch.as_str())
+                .is_some_and(|(cid, _)| call_id == Some(cid.as_str()));
             if matches {
-                if let Some((_, tx)) = map.remove(branch) {
-                    let _ = tx.send(resp.code);
+                if let Some((_, tx)) = map.remove(branch.as_str()) {
+                    let _ = tx.send(code);
                 }
             }
         }
@@ -214,12 +221,12 @@ impl UdpProber {
     }
 }
 
-/// One proxy's TCP connection and its receive buffer.
+/// One proxy's TCP connection and its framer (Content-Length framing).
 #[derive(Debug)]
 struct TcpConn {
     stream: TcpStream,
     local: SocketAddr,
-    buf: Vec<u8>,
+    framer: StreamFramer,
 }
 
 /// TCP prober: one connection per proxy id, reused across rounds.
@@ -277,7 +284,7 @@ impl TcpProber {
         Ok(TcpConn {
             stream,
             local,
-            buf: Vec::new(),
+            framer: StreamFramer::new(Limits::default()),
         })
     }
 
@@ -293,23 +300,26 @@ impl TcpProber {
         let ids = ProbeIds::random(conn.local, self.cseq.fetch_add(1, Ordering::Relaxed));
         let request = options_request(Transport::Tcp, conn.local, target, &ids);
         conn.stream.write_all(request.as_bytes()).await?;
-        let mut chunk = [0u8; 4096];
         loop {
-            // Consume every complete frame in the buffer.
-            while let Some(len) = frame_len(&conn.buf).map_err(std::io::Error::other)? {
-                let frame: Vec<u8> = conn.buf.drain(..len).collect();
-                let Ok(resp) = parse_response(&frame) else {
-                    continue; // CRLF keepalive or a request from the proxy
-                };
-                if resp.code >= 200 && resp.call_id == Some(ids.call_id.as_str()) {
-                    return Ok((resp.code, conn));
+            while let Some(event) = conn.framer.next() {
+                match event.map_err(std::io::Error::other)? {
+                    FrameEvent::Message(msg) => {
+                        let final_code = msg.status().filter(|c| *c >= 200);
+                        if let Some(code) = final_code {
+                            if msg.call_id().ok() == Some(ids.call_id.as_str()) {
+                                return Ok((code, conn));
+                            }
+                        }
+                    }
+                    // RFC 5626 §4.4.1: answer a keepalive ping with a pong.
+                    FrameEvent::Ping => conn.stream.write_all(b"\r\n").await?,
+                    FrameEvent::Pong => {}
                 }
             }
-            let n = conn.stream.read(&mut chunk).await?;
+            let n = conn.stream.read_buf(conn.framer.buffer_mut()).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            conn.buf.extend_from_slice(&chunk[..n]);
         }
     }
 }
