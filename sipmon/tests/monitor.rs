@@ -1,8 +1,8 @@
 //! sipmon end to end on loopback: UDP OPTIONS responders stand in for the
 //! proxies, and a tiny HTTP receiver stands in for the LB admin API.
 //! STAND-IN: the receiver mimics the LB contract (bearer token, strictly
-//! increasing generation, 200 with the live list) only until the real LB
-//! admin exists; the lead will switch the e2e tests in `tests/` to the real LB.
+//! increasing generation, 200 with the live list) so this crate tests alone;
+//! the same scenarios against the real LB are in `tests/tests/sipmon_lbs.rs`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -612,6 +612,24 @@ async fn tcp_probes_reconnect_after_a_proxy_restart() {
         |p| p.up.len() == 2,
     )
     .await;
+    mon.stop().await;
+    lb.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_generation_409_is_overtaken() {
+    let r1 = responder().await;
+    let lb = lb().await;
+    // The LB holds a generation an hour ahead of our clock (a previous
+    // process with our id on a clock that was ahead, or a clock step back).
+    let ahead = sipmon::generation::unix_ms() + 3_600_000;
+    lb.log.lock().expect("log").last_generation = ahead;
+    let mon = start_sipmon(&config_text(&[&r1], &[lb.addr])).await;
+    let p = wait_for(&lb, Duration::from_secs(3), "accepted after a 409", |_| {
+        true
+    })
+    .await;
+    assert!(p.generation > ahead, "{} ≤ {ahead}", p.generation);
     mon.stop().await;
     lb.stop.cancel();
 }
