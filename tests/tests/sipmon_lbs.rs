@@ -161,13 +161,24 @@ async fn wait_live(admin: SocketAddr, want: &[&str], within: Duration, what: &st
 }
 
 fn config(id: &str, proxies: &[(String, SocketAddr)], lbs: &[SocketAddr]) -> sipmon::Config {
+    config_with(id, proxies, lbs, INTERVAL_MS, 150, N)
+}
+
+fn config_with(
+    id: &str,
+    proxies: &[(String, SocketAddr)],
+    lbs: &[SocketAddr],
+    interval_ms: u64,
+    timeout_ms: u64,
+    down_after: u64,
+) -> sipmon::Config {
     let mut t = format!(
         r#"
 id = "{id}"
 [probe]
-interval = "{INTERVAL_MS}ms"
-timeout = "150ms"
-down_after = {N}
+interval = "{interval_ms}ms"
+timeout = "{timeout_ms}ms"
+down_after = {down_after}
 up_after = {M}
 source = "127.0.0.1:0"
 [push]
@@ -410,4 +421,69 @@ async fn a_restarted_lb_gets_the_set_within_one_heartbeat() {
     assert!(took <= bound, "restarted LB current after {took:?}");
     mon.stop().await;
     second.stop().await;
+}
+
+/// The issue's benchmark: time from a proxy's death to the change in LB
+/// routing, p50 and p99 over 20 kills, with a 500 ms interval (goal ≤ 1.5 s).
+/// Run with `cargo test -p sipedge-tests --test sipmon_lbs -- --ignored --nocapture`;
+/// `SIPMON_BENCH_DOWN_AFTER` (default 3) and `SIPMON_BENCH_TIMEOUT_MS`
+/// (default 200) change N and the probe timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: about a minute"]
+async fn bench_death_to_routing_change() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let down_after = env("SIPMON_BENCH_DOWN_AFTER", 3);
+    let timeout_ms = env("SIPMON_BENCH_TIMEOUT_MS", 200);
+    let interval_ms = 500;
+    let (ps, ids) = three_proxies().await;
+    let a = TestLb::start(LbOptions::new(ids.clone()))
+        .await
+        .expect("lb");
+    let admin = a.addrs.admin;
+    let mon = monitor(config_with(
+        "mon-a",
+        &ids,
+        &[admin],
+        interval_ms,
+        timeout_ms,
+        down_after,
+    ))
+    .await;
+    let all: Vec<&str> = ids.iter().map(|(i, _)| i.as_str()).collect();
+    wait_live(admin, &all, Duration::from_secs(5), "full set").await;
+    let mut samples = Vec::new();
+    for k in 0..20 {
+        let victim = k % ps.len();
+        // A random phase against the probe ticks, as a real death has.
+        let phase = (k as u64 * 137) % interval_ms;
+        tokio::time::sleep(Duration::from_millis(phase)).await;
+        ps[victim].silent.store(true, Ordering::SeqCst);
+        let killed = Instant::now();
+        let rest: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|id| *id != all[victim])
+            .collect();
+        let at = wait_live(admin, &rest, Duration::from_secs(10), "victim removed").await;
+        samples.push(at.duration_since(killed));
+        ps[victim].silent.store(false, Ordering::SeqCst);
+        wait_live(admin, &all, Duration::from_secs(10), "victim back").await;
+    }
+    samples.sort();
+    let pct = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    eprintln!(
+        "death -> LB routing change over {} kills (interval {interval_ms} ms, timeout {timeout_ms} ms, N={down_after}): p50 {:?}, p99 {:?}, min {:?}, max {:?}",
+        samples.len(),
+        pct(50),
+        pct(99),
+        samples[0],
+        samples[samples.len() - 1]
+    );
+    mon.stop().await;
+    a.stop().await.expect("lb stops");
 }
