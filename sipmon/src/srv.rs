@@ -152,4 +152,99 @@ mod tests {
             vec![("p1".to_string(), a), ("h:2".to_string(), b)]
         );
     }
+    /// A tiny authoritative DNS server on loopback: `_sip._udp.ok.test` has
+    /// two SRV targets (one without an address), everything else NXDOMAIN.
+    async fn fake_dns() -> SocketAddr {
+        use hickory_proto::op::{Message, MessageType, ResponseCode};
+        use hickory_proto::rr::rdata::{A, SRV};
+        use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut r = Message::new();
+                r.set_id(q.id())
+                    .set_message_type(MessageType::Response)
+                    .set_op_code(q.op_code())
+                    .set_recursion_desired(q.recursion_desired())
+                    .set_recursion_available(true)
+                    .set_authoritative(true);
+                let mut found = false;
+                for query in q.queries() {
+                    r.add_query(query.clone());
+                    let name = query.name().to_ascii().to_ascii_lowercase();
+                    let n = |s: &str| Name::from_ascii(s).expect("name");
+                    match (query.query_type(), name.as_str()) {
+                        (RecordType::SRV, "_sip._udp.ok.test.") => {
+                            found = true;
+                            for (port, target) in
+                                [(5071, "p1.ok.test."), (5072, "nowhere.ok.test.")]
+                            {
+                                let srv = SRV::new(10, 10, port, n(target));
+                                r.add_answer(Record::from_rdata(
+                                    query.name().clone(),
+                                    60,
+                                    RData::SRV(srv),
+                                ));
+                            }
+                        }
+                        (RecordType::A, "p1.ok.test.") => {
+                            found = true;
+                            let a = RData::A(A("127.0.0.9".parse().expect("ip")));
+                            r.add_answer(Record::from_rdata(query.name().clone(), 60, a));
+                        }
+                        _ => {}
+                    }
+                }
+                if !found {
+                    r.set_response_code(ResponseCode::NXDomain);
+                }
+                if let Ok(bytes) = r.to_vec() {
+                    let _ = sock.send_to(&bytes, from).await;
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn resolves_srv_targets() {
+        use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
+        let dns = fake_dns().await;
+        let servers = NameServerConfigGroup::from_ips_clear(&[dns.ip()], dns.port(), true);
+        let mut opts = ResolverOpts::default();
+        opts.timeout = Duration::from_millis(500);
+        opts.attempts = 1;
+        let resolver =
+            TokioAsyncResolver::tokio(ResolverConfig::from_parts(None, vec![], servers), opts);
+        // (name, expected (id, addr) targets, or None for an error)
+        type Want = Option<&'static [(&'static str, &'static str)]>;
+        let cases: &[(&str, Want)] = &[
+            (
+                "_sip._udp.ok.test.",
+                Some(&[("p1.ok.test:5071", "127.0.0.9:5071")]),
+            ),
+            ("_sip._udp.missing.test.", None),
+        ];
+        for (name, want) in cases {
+            let got = resolve(&resolver, name).await;
+            match want {
+                Some(want) => {
+                    let want: SrvTargets = want
+                        .iter()
+                        .map(|(id, a)| (id.to_string(), a.parse().expect("addr")))
+                        .collect();
+                    assert_eq!(got.expect(name), want, "{name}");
+                }
+                None => assert!(got.is_err(), "{name}: {got:?}"),
+            }
+        }
+    }
 }
