@@ -1,5 +1,11 @@
 //! sipedge sipmon: pings every proxy with SIP OPTIONS and pushes the live set
 //! to every LB; library code behind the thin `main.rs`.
+//!
+//! Sans-IO: [`health`] (N/M hysteresis), [`safety`] (never empty, hold on
+//! mass failure), [`generation`], [`push::Backoff`]. I/O: [`probe`] (OPTIONS
+//! over UDP/TCP), [`srv`] (DNS SRV), [`push`] (PUT to every LB), [`monitor`]
+//! (the probe loop), [`admin`] (`GET /v1/status` on the shared admin server),
+//! [`status`] (the document and the `sipmon status` table).
 #![forbid(unsafe_code)]
 
 pub mod admin;
