@@ -70,7 +70,8 @@ struct Lb {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Mirrors `TestLb::start`, but with the admin address given.
+/// Mirrors `TestLb::start`, but with the admin address given (drop this
+/// when the harness's `LbOptions` can choose the admin address).
 async fn lb_at(admin: SocketAddr, proxies: &[(String, SocketAddr)]) -> Lb {
     let lo: SocketAddr = "127.0.0.1:0".parse().expect("lo");
     let listen = Listen {
@@ -94,6 +95,7 @@ async fn lb_at(admin: SocketAddr, proxies: &[(String, SocketAddr)]) -> Lb {
         keepalive_max_missed: 2,
         limits: Limits::default(),
         handshake_timeout: Duration::from_secs(5),
+        log_sample: 0.0,
     };
     let cfg = RunConfig {
         settings,
