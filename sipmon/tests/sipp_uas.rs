@@ -1,5 +1,6 @@
 //! sipmon against real SIPp UAS processes (skipped when `sipp` is not
-//! installed): kill one, see it leave the pushed set; restart it, see it return.
+//! installed, unless `SIPEDGE_REQUIRE_SIPP=1`): kill one, see it leave the
+//! pushed set; restart it, see it return.
 //! SIPp's built-in `uas` does not answer OPTIONS, hence `sipp/options_uas.xml`.
 //! The LB is the same stand-in receiver as in `monitor.rs` (reduced here):
 //! the lead will switch the e2e tests to the real LB admin.
@@ -127,6 +128,12 @@ async fn wait_up(log: &PutLog, want: &[&str], what: &str) -> Instant {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sipp_uas_killed_and_restarted() {
     if Command::new("sipp").arg("-v").output().is_err() {
+        // CI sets SIPEDGE_REQUIRE_SIPP=1: there a missing SIPp fails.
+        assert_ne!(
+            std::env::var("SIPEDGE_REQUIRE_SIPP").as_deref(),
+            Ok("1"),
+            "SIPEDGE_REQUIRE_SIPP=1 but sipp is not installed"
+        );
         eprintln!("skip: sipp is not installed (apt-get install sip-tester)");
         return;
     }
