@@ -103,6 +103,15 @@ impl ProxyHealth {
         }
     }
 
+    /// True while the last probes disagree with the state (an Up proxy that
+    /// failed, a Down one that answered): the verdict is pending.
+    pub fn is_suspect(&self) -> bool {
+        match self.state {
+            State::Up => self.consecutive_fail > 0,
+            State::Down => self.consecutive_ok > 0,
+        }
+    }
+
     /// Applies one probe result; returns the new state if it changed.
     pub fn record(&mut self, outcome: Outcome, h: Hysteresis, now: Instant) -> Option<State> {
         match outcome {
@@ -190,6 +199,14 @@ impl HealthTable {
             .iter()
             .map(|(id, p)| (id.clone(), p.addr))
             .collect()
+    }
+
+    /// True when some proxy's verdict is pending (see
+    /// [`ProxyHealth::is_suspect`]): the probe loop then probes again at once
+    /// instead of waiting a whole interval, so a death is confirmed in about
+    /// N timeouts rather than N intervals.
+    pub fn any_suspect(&self) -> bool {
+        self.iter().any(|(_, h)| h.is_suspect())
     }
 
     /// Number of known proxies.

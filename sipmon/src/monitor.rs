@@ -155,14 +155,13 @@ pub struct ProbeLoop {
 impl ProbeLoop {
     /// Runs rounds until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
-        // A slow round (timeouts) delays the next rather than bunching them.
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep_until(next_round) => {}
             }
+            let started = tokio::time::Instant::now();
             let srv: Vec<SrvTargets> = self.srv.iter().map(|rx| rx.borrow().clone()).collect();
             let targets = merge(&self.static_targets, &srv);
             let targets = {
@@ -193,6 +192,16 @@ impl ProbeLoop {
                 }
             }
             let candidate = self.monitor.apply_round(results, Instant::now());
+            // While a verdict is pending, confirm it at once: a failing probe
+            // already took a timeout, so rounds stay spaced by the timeout.
+            let suspect = lock(&self.monitor.health).any_suspect();
+            // A floor of interval/5 keeps fast-failing probes (a refused TCP
+            // connect) from spinning.
+            next_round = if suspect {
+                tokio::time::Instant::now().max(started + self.interval / 5)
+            } else {
+                started + self.interval
+            };
             let decision = self.safety.evaluate(candidate);
             self.monitor.apply_decision(&decision);
             if decision.changed {
