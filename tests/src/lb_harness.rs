@@ -44,6 +44,9 @@ pub struct LbOptions {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Flood settings.
     pub flood: FloodSettings,
+    /// Admin HTTP address (port 0 by default; a fixed one lets a test
+    /// restart an LB where its monitors expect it).
+    pub admin: SocketAddr,
 }
 
 impl LbOptions {
@@ -55,6 +58,7 @@ impl LbOptions {
             keepalive: Duration::from_secs(30),
             tls: None,
             flood: FloodSettings::default(),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
     }
 }
@@ -68,7 +72,7 @@ impl TestLb {
             tcp: vec![lo],
             tls: if opts.tls.is_some() { vec![lo] } else { vec![] },
             internal: lo,
-            admin: lo,
+            admin: opts.admin,
             workers: 1,
         };
         let sockets = bind(&listen)?;

@@ -9,14 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sipedge_lb::context::Settings;
-use sipedge_lb::flood::FloodSettings;
-use sipedge_lb::proxy_set::Proxy;
-use sipedge_lb::run::{bind, run, Listen, RunConfig};
-use sipedge_lb::txn::Timers;
-use sipedge_shared::flow_token::FlowKey;
 use sipedge_shared::sip::{build_response, Limits, Message};
-use sipedge_tests::lb_harness::{LbOptions, TestLb, TEST_FLOW_KEY, TEST_TOKEN};
+use sipedge_tests::lb_harness::{LbOptions, TestLb, TEST_TOKEN};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -64,68 +58,11 @@ async fn proxy() -> ProxyStandIn {
 }
 
 /// A real LB whose admin port we choose (so it can be restarted in place).
-struct Lb {
-    admin: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-/// Mirrors `TestLb::start`, but with the admin address given (drop this
-/// when the harness's `LbOptions` can choose the admin address).
-async fn lb_at(admin: SocketAddr, proxies: &[(String, SocketAddr)]) -> Lb {
-    let lo: SocketAddr = "127.0.0.1:0".parse().expect("lo");
-    let listen = Listen {
-        udp: vec![lo],
-        tcp: vec![],
-        tls: vec![],
-        internal: lo,
-        admin,
-        workers: 1,
-    };
-    let sockets = bind(&listen).expect("bind lb");
-    let addrs = sockets.addresses().expect("addresses");
-    let settings = Settings {
-        lb_id: 2,
-        edge: "test".into(),
-        advertise: addrs.udp[0].to_string(),
-        internal: addrs.internal,
-        flow_keys: vec![FlowKey::from_secret(TEST_FLOW_KEY).expect("key")],
-        timers: Timers::default(),
-        keepalive_interval: Duration::from_secs(30),
-        keepalive_max_missed: 2,
-        limits: Limits::default(),
-        handshake_timeout: Duration::from_secs(5),
-        log_sample: 0.0,
-    };
-    let cfg = RunConfig {
-        settings,
-        flood: FloodSettings::default(),
-        static_proxies: proxies
-            .iter()
-            .map(|(id, addr)| Proxy {
-                id: id.clone(),
-                addr: *addr,
-            })
-            .collect(),
-        monitor_freshness: Duration::from_secs(10),
-        admin_token: TEST_TOKEN.into(),
-        carriers: vec![],
-        tls: None,
-    };
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(cfg, sockets, shutdown.clone()));
-    Lb {
-        admin: addrs.admin,
-        shutdown,
-        task,
-    }
-}
-
-impl Lb {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
+/// An LB whose admin address is `admin` (port 0 for any).
+async fn lb_at(admin: SocketAddr, proxies: &[(String, SocketAddr)]) -> TestLb {
+    let mut opts = LbOptions::new(proxies.to_vec());
+    opts.admin = admin;
+    TestLb::start(opts).await.expect("start lb")
 }
 
 /// The LB's view: (source, live ids, number of monitors).
@@ -398,14 +335,14 @@ async fn one_of_three_monitors_cannot_remove_a_proxy_two_can() {
 async fn a_restarted_lb_gets_the_set_within_one_heartbeat() {
     let (ps, ids) = three_proxies().await;
     let first = lb_at("127.0.0.1:0".parse().expect("lo"), &ids).await;
-    let admin = first.admin;
+    let admin = first.addrs.admin;
     let mon = monitor(config("mon-a", &ids, &[admin])).await;
     // p3 is down in the monitor's view, so the set it pushes differs from the
     // LB's static list, and the restarted LB must learn it from sipmon.
     ps[2].silent.store(true, Ordering::SeqCst);
     wait_live(admin, &["p1", "p2"], Duration::from_secs(5), "p3 removed").await;
 
-    first.stop().await;
+    first.stop().await.expect("lb stops");
     // Down for a while: pushes fail and back off.
     tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS)).await;
     let second = lb_at(admin, &ids).await;
@@ -422,7 +359,7 @@ async fn a_restarted_lb_gets_the_set_within_one_heartbeat() {
     eprintln!("restarted LB current after {took:?} (bound {bound:?})");
     assert!(took <= bound, "restarted LB current after {took:?}");
     mon.stop().await;
-    second.stop().await;
+    second.stop().await.expect("lb stops");
 }
 
 /// The benchmark: time from a proxy's death to the change in LB
