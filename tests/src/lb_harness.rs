@@ -1,7 +1,7 @@
 //! Starting a real LB in-process on loopback port 0, and tiny UDP stand-ins
 //! for proxies that record what they receive and answer as told.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +44,9 @@ pub struct LbOptions {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Flood settings.
     pub flood: FloodSettings,
+    /// Address of the external UDP/TCP/TLS listeners (port 0); the internal
+    /// and admin sockets stay on 127.0.0.1.
+    pub external: IpAddr,
 }
 
 impl LbOptions {
@@ -55,6 +58,7 @@ impl LbOptions {
             keepalive: Duration::from_secs(30),
             tls: None,
             flood: FloodSettings::default(),
+            external: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 }
@@ -63,10 +67,15 @@ impl TestLb {
     /// Starts an LB with these options on 127.0.0.1, port 0 everywhere.
     pub async fn start(opts: LbOptions) -> anyhow::Result<TestLb> {
         let lo: SocketAddr = "127.0.0.1:0".parse()?;
+        let ext = SocketAddr::new(opts.external, 0);
         let listen = Listen {
-            udp: vec![lo],
-            tcp: vec![lo],
-            tls: if opts.tls.is_some() { vec![lo] } else { vec![] },
+            udp: vec![ext],
+            tcp: vec![ext],
+            tls: if opts.tls.is_some() {
+                vec![ext]
+            } else {
+                vec![]
+            },
             internal: lo,
             admin: lo,
             workers: 1,
