@@ -1,7 +1,7 @@
 //! Starting a real LB in-process on loopback port 0, and tiny UDP stand-ins
 //! for proxies that record what they receive and answer as told.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ pub struct LbOptions {
     /// Admin HTTP address (port 0 by default; a fixed one lets a test
     /// restart an LB where its monitors expect it).
     pub admin: SocketAddr,
+    /// Address of the external UDP/TCP/TLS listeners (port 0); the internal
+    /// and admin sockets stay on 127.0.0.1.
+    pub external: IpAddr,
 }
 
 impl LbOptions {
@@ -59,6 +62,7 @@ impl LbOptions {
             tls: None,
             flood: FloodSettings::default(),
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            external: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 }
@@ -67,10 +71,15 @@ impl TestLb {
     /// Starts an LB with these options on 127.0.0.1, port 0 everywhere.
     pub async fn start(opts: LbOptions) -> anyhow::Result<TestLb> {
         let lo: SocketAddr = "127.0.0.1:0".parse()?;
+        let ext = SocketAddr::new(opts.external, 0);
         let listen = Listen {
-            udp: vec![lo],
-            tcp: vec![lo],
-            tls: if opts.tls.is_some() { vec![lo] } else { vec![] },
+            udp: vec![ext],
+            tcp: vec![ext],
+            tls: if opts.tls.is_some() {
+                vec![ext]
+            } else {
+                vec![]
+            },
             internal: lo,
             admin: opts.admin,
             workers: 1,

@@ -24,3 +24,4 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub mod lb_harness;
+pub mod sipp;
