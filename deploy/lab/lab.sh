@@ -1,0 +1,490 @@
+#!/usr/bin/env bash
+# deploy/lab/lab.sh — the multi-region anycast lab in Linux network namespaces.
+#
+#   lab.sh up     build the topology and start everything; leaves it running
+#   lab.sh test   up, run the failover test, print the verdict, always tear down
+#   lab.sh down   stop every process in the lab namespaces and delete them
+#
+# Namespaces: sel-rtr (router, BIRD), sel-a and sel-b (LB sites: sipedge-lb on
+# the anycast VIP 203.0.113.10 plus a unicast internal address, BIRD announcing
+# the VIP over eBGP while /readyz is 200), sel-core (3 proxies, sipmon when it
+# is built), sel-cli (SIPp clients over TCP to the VIP). Static unicast routes,
+# BGP for the VIP only; no route leaves the namespaces. See README.md.
+#
+# Needs root, iproute2, bird2 (bird, birdc), sipp, curl. Binaries come from
+# $SIPEDGE_LAB_BIN_DIR, else the newer of target/release and target/debug, else
+# `cargo build -p sipedge-lb -p sipmon`. Run files and logs: $SIPEDGE_LAB_DIR
+# (default target/lab). The last line of `test` is the verdict:
+#   LAB VERDICT: PASS ...   or   LAB VERDICT: FAIL <reason>
+set -euo pipefail
+trap 'echo "LAB VERDICT: FAIL command failed at line $LINENO: $BASH_COMMAND"' ERR
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+RUN=${SIPEDGE_LAB_DIR:-$REPO/target/lab}
+NAMESPACES=(sel-rtr sel-a sel-b sel-core sel-cli)
+VIP=203.0.113.10
+USERS=(alice bob carol)
+PROXY_IPS=(10.0.9.1 10.0.9.2 10.0.9.3)
+SIPMON_IP=10.0.9.10
+CLIENT_IP=192.0.2.10
+ADMIN_TOKEN=lab-admin-token-0123456789
+# Shared by both LBs (flow tokens must verify on either); lab only.
+FLOW_KEY=hex:6c61622d666c6f772d6b65792d30303031323334
+
+now_ms() { date +%s%3N; }
+log() { echo "lab: $*"; }
+die() {
+	echo "LAB VERDICT: FAIL $*"
+	exit 1
+}
+nsx() { ip netns exec "$@"; }
+
+# --- prerequisites -------------------------------------------------------
+
+check_tools() {
+	[ "$(id -u)" = 0 ] || die "must run as root (ip netns)"
+	local t
+	for t in ip bird birdc sipp curl; do
+		command -v "$t" >/dev/null || die "missing tool: $t"
+	done
+}
+
+find_bins() {
+	if [ -n "${SIPEDGE_LAB_BIN_DIR:-}" ]; then
+		BIN=$SIPEDGE_LAB_BIN_DIR
+	else
+		local rel=$REPO/target/release dbg=$REPO/target/debug
+		if [ ! -x "$rel/sipedge-lb" ] && [ ! -x "$dbg/sipedge-lb" ]; then
+			log "building sipedge-lb and sipmon (debug)"
+			(cd "$REPO" && cargo build -q -p sipedge-lb -p sipmon)
+		fi
+		if [ -x "$rel/sipedge-lb" ] && { [ ! -x "$dbg/sipedge-lb" ] || [ "$rel/sipedge-lb" -nt "$dbg/sipedge-lb" ]; }; then
+			BIN=$rel
+		else
+			BIN=$dbg
+		fi
+	fi
+	[ -x "$BIN/sipedge-lb" ] || die "no sipedge-lb in $BIN"
+	log "binaries from $BIN"
+}
+
+# sipmon joins the lab only once its `run` command exists (branch sipmon).
+sipmon_ready() {
+	[ -x "$BIN/sipmon" ] && "$BIN/sipmon" run --help >/dev/null 2>&1
+}
+
+# The BIRD health check: deploy/bird's when it is in the tree, else ours.
+check_cmd() {
+	if [ -x "$REPO/deploy/bird/sipedge-anycast-check" ]; then
+		echo "$REPO/deploy/bird/sipedge-anycast-check"
+	else
+		echo "$HERE/anycast-check"
+	fi
+}
+
+# --- topology ------------------------------------------------------------
+
+# veth NS_A:IF_A <-> NS_B:IF_B, created directly inside the namespaces so
+# nothing ever appears in the host's namespace.
+link() {
+	ip link add "$2" netns "$1" type veth peer name "$4" netns "$3"
+	nsx "$1" ip link set "$2" up
+	nsx "$3" ip link set "$4" up
+}
+
+topology_up() {
+	local ns
+	for ns in "${NAMESPACES[@]}"; do
+		ip netns add "$ns"
+		nsx "$ns" ip link set lo up
+		nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+	done
+	nsx sel-rtr sysctl -qw net.ipv4.ip_forward=1
+
+	link sel-rtr rtr-a sel-a eth0
+	link sel-rtr rtr-b sel-b eth0
+	link sel-rtr rtr-core sel-core eth0
+	link sel-rtr rtr-cli sel-cli eth0
+
+	nsx sel-rtr ip addr add 10.0.11.1/24 dev rtr-a
+	nsx sel-rtr ip addr add 10.0.12.1/24 dev rtr-b
+	nsx sel-rtr ip addr add 10.0.9.254/24 dev rtr-core
+	nsx sel-rtr ip addr add 192.0.2.1/24 dev rtr-cli
+	# The LBs' unicast internal addresses (in Path and Record-Route).
+	nsx sel-rtr ip route add 10.0.1.1/32 via 10.0.11.2
+	nsx sel-rtr ip route add 10.0.2.1/32 via 10.0.12.2
+
+	local site n
+	for site in a b; do
+		n=$([ $site = a ] && echo 1 || echo 2)
+		nsx sel-$site ip addr add 10.0.1$n.2/24 dev eth0
+		nsx sel-$site ip addr add 10.0.$n.1/32 dev lo
+		# The VIP lives on lo (kernels without the dummy module are common in
+		# containers); BIRD announces it only while the LB is ready.
+		nsx sel-$site ip addr add $VIP/32 dev lo
+		nsx sel-$site ip route add 10.0.0.0/8 via 10.0.1$n.1
+		nsx sel-$site ip route add 192.0.2.0/24 via 10.0.1$n.1
+	done
+
+	local ip
+	for ip in "${PROXY_IPS[@]}" $SIPMON_IP; do
+		nsx sel-core ip addr add $ip/24 dev eth0
+	done
+	nsx sel-core ip route add 10.0.0.0/8 via 10.0.9.254
+
+	nsx sel-cli ip addr add $CLIENT_IP/24 dev eth0
+	# Only the VIP's prefix, and only toward the lab router.
+	nsx sel-cli ip route add 203.0.113.0/24 via 192.0.2.1
+}
+
+# --- processes -----------------------------------------------------------
+
+# bg NAME NS CMD...: starts CMD in NS, output to $RUN/NAME.log, pid in NAME.pid.
+bg() {
+	local name=$1 ns=$2
+	shift 2
+	ip netns exec "$ns" "$@" >"$RUN/$name.log" 2>&1 &
+	echo $! >"$RUN/$name.pid"
+}
+
+pid_of() { cat "$RUN/$1.pid" 2>/dev/null || true; }
+
+write_lb_config() { # site n
+	local site=$1 n=$2
+	cat >"$RUN/lb-$site.toml" <<EOF
+# Lab LB, site $site (written by lab.sh).
+id = $n
+edge = "lab-$site"
+
+[listen]
+udp = ["$VIP:5060"]
+tcp = ["$VIP:5060"]
+advertise = "$VIP"
+internal = "10.0.$n.1:5060"
+workers = 1
+
+[flow]
+keys = ["$FLOW_KEY"]
+keepalive_interval = "30s"
+
+[transaction]
+timer_non_invite = "1s"
+timer_invite = "1s"
+
+[[proxies]]
+id = "p1"
+addr = "${PROXY_IPS[0]}:5060"
+
+[[proxies]]
+id = "p2"
+addr = "${PROXY_IPS[1]}:5060"
+
+[[proxies]]
+id = "p3"
+addr = "${PROXY_IPS[2]}:5060"
+
+[admin]
+listen = "10.0.$n.1:9060"
+token = "$ADMIN_TOKEN"
+
+[log]
+level = "info"
+json = false
+sample = 0.0
+EOF
+}
+
+start_lb() { # site n
+	bg lb-$1 sel-$1 "$BIN/sipedge-lb" --config "$RUN/lb-$1.toml" --tls-dir "$RUN/tls"
+}
+
+start_site() { # site n
+	local site=$1 n=$2
+	sed -e "s/@LOCAL@/10.0.1$n.2/g" -e "s/@ROUTER@/10.0.1$n.1/g" -e "s/@AS@/6450$n/g" \
+		"$HERE/bird/site.conf.in" >"$RUN/bird-$site.conf"
+	bg bird-$site sel-$site bird -f -c "$RUN/bird-$site.conf" -s "$RUN/bird-$site.ctl" -P "$RUN/bird-$site.birdpid"
+	write_lb_config "$site" "$n"
+	start_lb "$site" "$n"
+	bg check-$site sel-$site "$(check_cmd)" --url "http://10.0.$n.1:9060/readyz" \
+		--interval 0.2 --timeout 0.15 --fail-after 2 --ok-after 2 \
+		--protocols vip4 --socket "$RUN/bird-$site.ctl"
+}
+
+write_sipmon_config() {
+	cat >"$RUN/sipmon.toml" <<EOF
+# Lab sipmon (written by lab.sh).
+id = "mon-lab"
+anycast_vips = ["$VIP"]
+
+[probe]
+interval = "500ms"
+timeout = "500ms"
+down_after = 3
+up_after = 2
+down_codes = [503]
+transport = "udp"
+source = "$SIPMON_IP"
+
+[[proxies]]
+id = "p1"
+addr = "${PROXY_IPS[0]}:5060"
+
+[[proxies]]
+id = "p2"
+addr = "${PROXY_IPS[1]}:5060"
+
+[[proxies]]
+id = "p3"
+addr = "${PROXY_IPS[2]}:5060"
+
+[push]
+lbs = ["http://10.0.1.1:9060", "http://10.0.2.1:9060"]
+token = "$ADMIN_TOKEN"
+heartbeat = "2s"
+timeout = "1s"
+retry = { min = "200ms", max = "2s" }
+
+[admin]
+listen = "$SIPMON_IP:9070"
+EOF
+}
+
+start_core() {
+	local i
+	for i in 0 1 2; do
+		bg proxy$((i + 1)) sel-core sipp -sf "$HERE/sipp/proxy_uas.xml" -t u1 \
+			-i "${PROXY_IPS[$i]}" -p 5060 -deadcall_wait 0 -nostdin -timeout 600s \
+			-trace_err -error_file "$RUN/proxy$((i + 1)).err"
+	done
+	if sipmon_ready; then
+		write_sipmon_config
+		bg sipmon sel-core "$BIN/sipmon" run --config "$RUN/sipmon.toml"
+		SIPMON=1
+	else
+		log "sipmon: not built with \`run\` yet; the LBs use their static proxy list"
+		SIPMON=0
+	fi
+}
+
+start_router() {
+	bg bird-rtr sel-rtr bird -f -c "$HERE/bird/router.conf" -s "$RUN/bird-rtr.ctl" -P "$RUN/bird-rtr.birdpid"
+}
+
+# wait_until SECONDS DESCRIPTION CMD...: polls CMD every 50 ms.
+wait_until() {
+	local limit=$(($(now_ms) + $1 * 1000)) what=$2
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		[ "$(now_ms)" -lt $limit ] || die "timed out waiting for $what"
+		sleep 0.05
+	done
+}
+
+# The router's next hop for the VIP (empty when it has no route).
+vip_via() {
+	nsx sel-rtr ip -4 route show $VIP/32 2>/dev/null | sed -n 's/.* via \([0-9.]*\).*/\1/p'
+}
+vip_via_is() { [ "$(vip_via)" = "$1" ]; }
+lb_ready() { nsx sel-$1 curl -sf --max-time 0.5 -o /dev/null "http://10.0.$2.1:9060/readyz"; }
+
+up() {
+	check_tools
+	find_bins
+	down_quiet
+	mkdir -p "$RUN"
+	rm -rf "${RUN:?}"/*
+	mkdir -p "$RUN/tls" "$RUN/cli"
+	topology_up
+	start_router
+	start_core
+	start_site a 1
+	start_site b 2
+	wait_until 15 "LB site A ready" lb_ready a 1
+	wait_until 15 "LB site B ready" lb_ready b 2
+	wait_until 20 "the router's VIP route via site A" vip_via_is 10.0.11.2
+	wait_until 20 "site B's BGP session" bird_established sel-rtr site_b
+	log "up: VIP $VIP via site A (10.0.11.2); site B (10.0.12.2) standing by"
+}
+
+bird_established() { # ns protocol
+	birdc -s "$RUN/bird-rtr.ctl" show protocols "$2" | grep -q Established
+}
+
+down_quiet() {
+	local ns p
+	for ns in "${NAMESPACES[@]}"; do
+		ip netns list | grep -qw "^$ns" || continue
+		for p in $(ip netns pids "$ns" 2>/dev/null); do kill -TERM "$p" 2>/dev/null || true; done
+	done
+	sleep 0.3
+	for ns in "${NAMESPACES[@]}"; do
+		ip netns list | grep -qw "^$ns" || continue
+		for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+		ip netns del "$ns" 2>/dev/null || true
+	done
+}
+
+down() {
+	down_quiet
+	local left
+	left=$(ip netns list | grep -o '^sel-[a-z]*' || true)
+	[ -z "$left" ] || {
+		echo "lab: namespaces left behind: $left" >&2
+		return 1
+	}
+	log "down: no sel-* namespace left"
+}
+
+# --- the test ------------------------------------------------------------
+
+# One client: user $1 calls $2, 5 calls/s over one TCP connection per SIPp
+# run; when the connection breaks SIPp exits and the loop starts it again
+# (a new connection, so a new REGISTER), until $3 (ms).
+client_loop() {
+	local user=$1 callee=$2 until=$3 dir=$RUN/cli/$1 left
+	mkdir -p "$dir"
+	cd "$dir"
+	while [ "$(now_ms)" -lt "$until" ]; do
+		left=$(((until - $(now_ms)) / 1000 + 1))
+		ip netns exec sel-cli sipp -sf "$HERE/sipp/client_uac.xml" -t t1 -i $CLIENT_IP \
+			-s "$user" -key callee "$callee" -r 5 -l 5 -m 100000 \
+			-recv_timeout 2000 -timeout "${left}s" -max_reconnect 0 -nostdin \
+			-trace_rtt -rtt_freq 1 -trace_logs -trace_err $VIP:5060 >/dev/null 2>&1 &
+		# SIPp's response-time dump counts ms from its own start: keep the
+		# wall clock at launch per pid (ip netns exec execs, so $! is SIPp).
+		echo "$! $(now_ms)" >>"$dir/starts"
+		wait $! || true
+		sleep 0.1
+	done
+}
+
+# Success timestamps (ms) of rtd $2 ("reg" or "call") of client $1.
+successes() {
+	local f pid start
+	for f in "$RUN/cli/$1"/*_rtt.csv; do
+		[ -e "$f" ] || continue
+		pid=${f%_rtt.csv}
+		pid=${pid##*_}
+		start=$(awk -v p="$pid" '$1 == p { print $2 }' "$RUN/cli/$1/starts")
+		[ -n "$start" ] || continue
+		awk -F';' -v rtd="$2" -v s="$start" '$3 == rtd { printf "%.0f\n", s + $1 }' "$f"
+	done | sort -n
+}
+first_after() { successes "$1" "$2" | awk -v t="$3" '$1 > t { print; exit }'; }
+count_after() { successes "$1" "$2" | awk -v t="$3" '$1 > t { n++ } END { print n + 0 }'; }
+all_recovered() { # since
+	local u
+	for u in "${USERS[@]}"; do
+		[ -n "$(first_after "$u" call "$1")" ] && [ -n "$(first_after "$u" reg "$1")" ] || return 1
+	done
+}
+
+# kill_and_measure LABEL EXPECTED_VIA ACTION...: runs ACTION at T0, then
+# measures the router's switch to EXPECTED_VIA and every client's recovery.
+kill_and_measure() {
+	local label=$1 via=$2
+	shift 2
+	local t0 tbgp u first worst=0 best=
+	t0=$(now_ms)
+	"$@"
+	while ! vip_via_is "$via"; do
+		[ $(($(now_ms) - t0)) -lt 20000 ] || die "$label: router did not move the VIP to $via within 20 s"
+		sleep 0.02
+	done
+	tbgp=$(now_ms)
+	local limit=$((t0 + 25000))
+	until all_recovered "$t0"; do
+		[ "$(now_ms)" -lt $limit ] || die "$label: not every client registered and called again within 25 s"
+		sleep 0.1
+	done
+	for u in "${USERS[@]}"; do
+		first=$(first_after "$u" reg "$t0")
+		log "$label: $u registered again after $((first - t0)) ms, first call after $(($(first_after "$u" call "$t0") - t0)) ms"
+		[ $((first - t0)) -gt $worst ] && worst=$((first - t0))
+		[ -z "$best" ] || [ $((first - t0)) -lt "$best" ] && best=$((first - t0))
+	done
+	LAST_BGP=$((tbgp - t0)) LAST_FIRST=$best LAST_WORST=$worst
+	log "$label: router switched the VIP after $LAST_BGP ms; outage $best ms (first client) / $worst ms (last client)"
+}
+
+kill_lb_a() { kill -KILL "$(pid_of lb-a)"; }
+# The whole site dies: its link goes dark first (no FIN or RST escapes), then
+# every process in it is killed.
+kill_site_a() {
+	nsx sel-a ip link set eth0 down
+	local p
+	for p in $(ip netns pids sel-a); do kill -KILL "$p" 2>/dev/null || true; done
+}
+
+# Paths seen by client $1 since the start: "10.0.1.1 10.0.2.1 ...".
+sites_seen() { cat "$RUN/cli/$1"/*_logs.log 2>/dev/null | sed -n 's/^reg .* via //p' | sort -u | tr '\n' ' '; }
+
+CLIENT_PIDS=()
+stop_clients() {
+	local p
+	for p in "${CLIENT_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+	CLIENT_PIDS=()
+}
+
+run_test() {
+	trap 'stop_clients; down_quiet' EXIT
+	trap 'exit 130' INT TERM
+	local started
+	started=$(now_ms)
+	up
+	local until=$(($(now_ms) + 90000)) i n=${#USERS[@]}
+	for i in $(seq 0 $((n - 1))); do
+		client_loop "${USERS[$i]}" "${USERS[$(((i + 1) % n))]}" $until &
+		CLIENT_PIDS+=($!)
+	done
+	local warm
+	warm=$(now_ms)
+	until all_recovered "$warm"; do
+		[ $(($(now_ms) - warm)) -lt 15000 ] || die "clients did not register and call through site A"
+		sleep 0.1
+	done
+	sleep 2
+	for i in "${USERS[@]}"; do
+		case "$(sites_seen "$i")" in *10.0.1.1*) ;; *) die "$i did not register through site A" ;; esac
+		log "warm-up: $i: $(count_after "$i" call "$warm") calls, Path via $(sites_seen "$i")"
+	done
+
+	log "phase 1: kill sipedge-lb in sel-a (BIRD there keeps running)"
+	kill_and_measure "LB kill" 10.0.12.2 kill_lb_a
+	local bgp1=$LAST_BGP out1=$LAST_WORST first1=$LAST_FIRST
+	sleep 1
+	for i in "${USERS[@]}"; do
+		case "$(sites_seen "$i")" in *10.0.2.1*) ;; *) die "$i did not register through site B" ;; esac
+	done
+	grep -h "VIP withdrawn" "$RUN/check-a.log" | tail -1 | sed 's/^/lab: site A /'
+
+	log "phase 2: restart sipedge-lb in sel-a; the VIP returns to A (failback)"
+	start_lb a 1
+	kill_and_measure "failback" 10.0.11.2 true
+	local back=$LAST_WORST
+	sleep 1
+
+	log "phase 3: the whole of site A dies (link down, every process killed)"
+	kill_and_measure "site death" 10.0.12.2 kill_site_a
+	local bgp3=$LAST_BGP out3=$LAST_WORST first3=$LAST_FIRST
+	sleep 1
+	for i in "${USERS[@]}"; do
+		log "$i: $(count_after "$i" call "$warm") calls in all, $(ls "$RUN/cli/$i"/*_rtt.csv | wc -l) SIPp runs (connections)"
+	done
+	log "test took $((($(now_ms) - started) / 1000)) s"
+	trap - EXIT
+	stop_clients
+	down >/dev/null
+	echo "LAB VERDICT: PASS lb_kill: bgp_ms=$bgp1 outage_ms=$out1 (first client $first1) site_death: bgp_ms=$bgp3 outage_ms=$out3 (first client $first3) failback_outage_ms=$back"
+}
+
+case "${1:-}" in
+up) up ;;
+down) down ;;
+test) run_test ;;
+*)
+	sed -n '2,19p' "$0"
+	exit 2
+	;;
+esac
