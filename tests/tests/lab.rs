@@ -1,0 +1,169 @@
+//! Runs the multi-region anycast lab (`deploy/lab/lab.sh test`): LB site A is
+//! killed, BIRD withdraws the VIP, clients re-register through site B.
+//!
+//! Needs root, `ip`, `bird`, `birdc`, `sipp` and `curl`; otherwise it prints
+//! a skip message and passes, unless `SIPEDGE_REQUIRE_LAB=1`, then it fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// Hard limit for the whole lab run (it takes about 15 s on 2 cores).
+const HARD_TIMEOUT: Duration = Duration::from_secs(180);
+/// Tools the lab runs, looked up in `PATH`.
+const TOOLS: [&str; 5] = ["ip", "bird", "birdc", "sipp", "curl"];
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits one level below the repository root")
+        .to_path_buf()
+}
+
+fn in_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+fn is_root() -> bool {
+    // /proc/self/status: "Uid:\treal\teffective\t…".
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Why the lab cannot run here, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    if !is_root() {
+        return Some("not running as root (ip netns needs it)".into());
+    }
+    let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| !in_path(t)).collect();
+    if !missing.is_empty() {
+        return Some(format!("missing tools: {}", missing.join(", ")));
+    }
+    None
+}
+
+/// The folder holding this build's `sipedge-lb` (test binaries live in
+/// `target/<profile>/deps`), so the lab runs what was just built.
+fn bin_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.to_path_buf();
+    dir.join("sipedge-lb").is_file().then_some(dir)
+}
+
+fn lab_namespaces() -> anyhow::Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .context("ip netns list")?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("sel-"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Runs `lab.sh ARG` in its own process group, echoing its output; on
+/// timeout the whole group is killed. Returns the output lines.
+fn run_lab(arg: &str, timeout: Duration) -> anyhow::Result<(bool, Vec<String>)> {
+    use std::os::unix::process::CommandExt;
+    let script = repo_root().join("deploy/lab/lab.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .arg(arg)
+        .current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0);
+    if let Some(dir) = bin_dir() {
+        cmd.env("SIPEDGE_LAB_BIN_DIR", dir);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {script:?}"))?;
+    let stdout = child.stdout.take().context("piped stdout")?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            // TERM first so the script's trap removes the namespaces.
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = reader.join();
+    let lines: Vec<String> = rx.try_iter().collect();
+    Ok((status.is_some_and(|s| s.success()), lines))
+}
+
+#[test]
+fn anycast_failover_moves_clients_to_site_b() -> anyhow::Result<()> {
+    if let Some(why) = missing_prerequisite() {
+        if std::env::var("SIPEDGE_REQUIRE_LAB").as_deref() == Ok("1") {
+            bail!("SIPEDGE_REQUIRE_LAB=1 but the lab cannot run: {why}");
+        }
+        println!("skipping the anycast lab: {why} (set SIPEDGE_REQUIRE_LAB=1 to fail instead)");
+        return Ok(());
+    }
+    if let Ok(left) = lab_namespaces() {
+        if !left.is_empty() {
+            bail!("lab namespaces exist before the test (another lab running?): {left:?}");
+        }
+    }
+
+    let started = Instant::now();
+    let (ok, lines) = run_lab("test", HARD_TIMEOUT)?;
+    let timed_out = started.elapsed() >= HARD_TIMEOUT;
+    if timed_out {
+        // The trap may not have run: clean up explicitly before failing.
+        let _ = run_lab("down", Duration::from_secs(30));
+    }
+    let left = lab_namespaces()?;
+
+    let verdict = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("LAB VERDICT:"))
+        .cloned();
+    if timed_out {
+        bail!("lab.sh test did not finish within {HARD_TIMEOUT:?}");
+    }
+    let verdict = verdict.context("lab.sh printed no `LAB VERDICT:` line")?;
+    assert!(
+        verdict.starts_with("LAB VERDICT: PASS"),
+        "the lab failed: {verdict}"
+    );
+    assert!(ok, "lab.sh exited with failure despite: {verdict}");
+    for key in ["lb_kill: bgp_ms=", "outage_ms=", "site_death: bgp_ms="] {
+        assert!(verdict.contains(key), "verdict lacks {key}: {verdict}");
+    }
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    Ok(())
+}
