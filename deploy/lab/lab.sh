@@ -146,6 +146,7 @@ bg() {
 	shift 2
 	ip netns exec "$ns" "$@" >"$RUN/$name.log" 2>&1 &
 	echo $! >"$RUN/$name.pid"
+	disown $!
 }
 
 pid_of() { cat "$RUN/$1.pid" 2>/dev/null || true; }
@@ -359,56 +360,84 @@ client_loop() {
 	done
 }
 
-# Success timestamps (ms) of rtd $2 ("reg" or "call") of client $1.
-successes() {
+# start_of USER PID: the wall clock (ms) when that SIPp run was launched.
+start_of() { awk -v p="$2" '$1 == p { print $2 }' "$RUN/cli/$1/starts"; }
+
+# Wall-clock times (ms) of client $1's successful calls (INVITE answered 200),
+# from the response-time dumps, sorted.
+calls() {
 	local f pid start
 	for f in "$RUN/cli/$1"/*_rtt.csv; do
 		[ -e "$f" ] || continue
-		pid=${f%_rtt.csv}
-		pid=${pid##*_}
-		start=$(awk -v p="$pid" '$1 == p { print $2 }' "$RUN/cli/$1/starts")
+		pid=${f%_rtt.csv} && pid=${pid##*_}
+		start=$(start_of "$1" "$pid")
 		[ -n "$start" ] || continue
-		awk -F';' -v rtd="$2" -v s="$start" '$3 == rtd { printf "%.0f\n", s + $1 }' "$f"
+		awk -F';' -v s="$start" '$3 == "call" { printf "%.0f\n", s + $1 }' "$f"
 	done | sort -n
 }
-first_after() { successes "$1" "$2" | awk -v t="$3" '$1 > t { print; exit }'; }
-count_after() { successes "$1" "$2" | awk -v t="$3" '$1 > t { n++ } END { print n + 0 }'; }
-all_recovered() { # since
-	local u
+
+# "TIME SITE" of client $1's successful REGISTERs, SITE being the LB's
+# internal address in the Path the registrar echoed (the scenario logs it).
+regs() {
+	local f pid start
+	for f in "$RUN/cli/$1"/*_logs.log; do
+		[ -e "$f" ] || continue
+		pid=${f%_logs.log} && pid=${pid##*_}
+		start=$(start_of "$1" "$pid")
+		[ -n "$start" ] || continue
+		awk -v s="$start" '$1 == "reg" { printf "%.0f %s\n", s + $2, $5 }' "$f"
+	done | sort -n
+}
+
+# first_reg USER SITE SINCE: the first REGISTER through SITE after SINCE.
+first_reg() { regs "$1" | awk -v site="$2" -v t="$3" '$1 > t && $2 == site { print $1; exit }'; }
+first_call() { calls "$1" | awk -v t="$2" '$1 > t { print; exit }'; }
+count_calls() { calls "$1" | awk -v t="$2" '$1 > t { n++ } END { print n + 0 }'; }
+
+# recovered SITE SINCE: every client has registered through SITE after SINCE
+# and placed a call after that.
+recovered() {
+	local u r
 	for u in "${USERS[@]}"; do
-		[ -n "$(first_after "$u" call "$1")" ] && [ -n "$(first_after "$u" reg "$1")" ] || return 1
+		r=$(first_reg "$u" "$1" "$2")
+		[ -n "$r" ] && [ -n "$(first_call "$u" "$r")" ] || return 1
 	done
 }
 
-# kill_and_measure LABEL EXPECTED_VIA ACTION...: runs ACTION at T0, then
-# measures the router's switch to EXPECTED_VIA and every client's recovery.
-kill_and_measure() {
-	local label=$1 via=$2
-	shift 2
-	local t0 tbgp u first worst=0 best=
-	t0=$(now_ms)
-	"$@"
-	while ! vip_via_is "$via"; do
-		[ $(($(now_ms) - t0)) -lt 20000 ] || die "$label: router did not move the VIP to $via within 20 s"
-		sleep 0.02
+# switch_time VIA SINCE: waits (20 s at most) until the router's kernel route
+# for the VIP points at VIA; prints the time (10 ms polling).
+switch_time() {
+	while ! vip_via_is "$1"; do
+		[ $(($(now_ms) - $2)) -lt 20000 ] || return 1
+		sleep 0.01
 	done
-	tbgp=$(now_ms)
+	now_ms
+}
+
+# measure LABEL SITE T0: waits until every client is back through SITE and
+# reports each one's outage (T0 to its first REGISTER through SITE), and
+# sets FIRST and WORST (ms).
+measure() {
+	local label=$1 site=$2 t0=$3 u r c
 	local limit=$((t0 + 25000))
-	until all_recovered "$t0"; do
-		[ "$(now_ms)" -lt $limit ] || die "$label: not every client registered and called again within 25 s"
+	until recovered "$site" "$t0"; do
+		[ "$(now_ms)" -lt $limit ] || die "$label: not every client registered through $site and called within 25 s"
 		sleep 0.1
 	done
+	FIRST= WORST=0
 	for u in "${USERS[@]}"; do
-		first=$(first_after "$u" reg "$t0")
-		log "$label: $u registered again after $((first - t0)) ms, first call after $(($(first_after "$u" call "$t0") - t0)) ms"
-		[ $((first - t0)) -gt $worst ] && worst=$((first - t0))
-		[ -z "$best" ] || [ $((first - t0)) -lt "$best" ] && best=$((first - t0))
+		r=$(first_reg "$u" "$site" "$t0")
+		c=$(first_call "$u" "$r")
+		log "$label: $u registered through $site after $((r - t0)) ms, called after $((c - t0)) ms"
+		[ $((r - t0)) -gt $WORST ] && WORST=$((r - t0))
+		{ [ -z "$FIRST" ] || [ $((r - t0)) -lt "$FIRST" ]; } && FIRST=$((r - t0))
 	done
-	LAST_BGP=$((tbgp - t0)) LAST_FIRST=$best LAST_WORST=$worst
-	log "$label: router switched the VIP after $LAST_BGP ms; outage $best ms (first client) / $worst ms (last client)"
+	log "$label: outage $FIRST ms (first client back) / $WORST ms (last client back)"
 }
 
-kill_lb_a() { kill -KILL "$(pid_of lb-a)"; }
+# The health check's last "VIP withdrawn" time (ms) in sel-$1.
+withdrawn_at() { sed -n 's/^\([0-9]*\) anycast-check: VIP withdrawn.*/\1/p' "$RUN/check-$1.log" | tail -1; }
+
 # The whole site dies: its link goes dark first (no FIN or RST escapes), then
 # every process in it is killed.
 kill_site_a() {
@@ -416,9 +445,6 @@ kill_site_a() {
 	local p
 	for p in $(ip netns pids sel-a); do kill -KILL "$p" 2>/dev/null || true; done
 }
-
-# Paths seen by client $1 since the start: "10.0.1.1 10.0.2.1 ...".
-sites_seen() { cat "$RUN/cli/$1"/*_logs.log 2>/dev/null | sed -n 's/^reg .* via //p' | sort -u | tr '\n' ' '; }
 
 CLIENT_PIDS=()
 stop_clients() {
@@ -438,45 +464,52 @@ run_test() {
 		client_loop "${USERS[$i]}" "${USERS[$(((i + 1) % n))]}" $until &
 		CLIENT_PIDS+=($!)
 	done
-	local warm
+	local warm t0 tsw tw
 	warm=$(now_ms)
-	until all_recovered "$warm"; do
+	until recovered 10.0.1.1 "$warm"; do
 		[ $(($(now_ms) - warm)) -lt 15000 ] || die "clients did not register and call through site A"
 		sleep 0.1
 	done
 	sleep 2
 	for i in "${USERS[@]}"; do
-		case "$(sites_seen "$i")" in *10.0.1.1*) ;; *) die "$i did not register through site A" ;; esac
-		log "warm-up: $i: $(count_after "$i" call "$warm") calls, Path via $(sites_seen "$i")"
+		log "warm-up: $i: $(count_calls "$i" "$warm") calls through site A"
 	done
 
-	log "phase 1: kill sipedge-lb in sel-a (BIRD there keeps running)"
-	kill_and_measure "LB kill" 10.0.12.2 kill_lb_a
-	local bgp1=$LAST_BGP out1=$LAST_WORST first1=$LAST_FIRST
-	sleep 1
-	for i in "${USERS[@]}"; do
-		case "$(sites_seen "$i")" in *10.0.2.1*) ;; *) die "$i did not register through site B" ;; esac
-	done
-	grep -h "VIP withdrawn" "$RUN/check-a.log" | tail -1 | sed 's/^/lab: site A /'
+	log "phase 1: kill -9 sipedge-lb in sel-a (BIRD there keeps running)"
+	t0=$(now_ms)
+	kill -KILL "$(pid_of lb-a)"
+	tsw=$(switch_time 10.0.12.2 "$t0") || die "LB kill: the router did not move the VIP to site B within 20 s"
+	tw=$(withdrawn_at a)
+	[ -n "$tw" ] || die "LB kill: site A's health check never withdrew the VIP"
+	log "LB kill: health check withdrew after $((tw - t0)) ms; BGP converged $((tsw - tw)) ms later; router on site B $((tsw - t0)) ms after the kill"
+	measure "LB kill" 10.0.2.1 "$t0"
+	local detect1=$((tw - t0)) bgp1=$((tsw - tw)) out1=$WORST first1=$FIRST
 
 	log "phase 2: restart sipedge-lb in sel-a; the VIP returns to A (failback)"
+	t0=$(now_ms)
 	start_lb a 1
-	kill_and_measure "failback" 10.0.11.2 true
-	local back=$LAST_WORST
+	tsw=$(switch_time 10.0.11.2 "$t0") || die "failback: the router did not move the VIP back to site A within 20 s"
+	log "failback: router back on site A $((tsw - t0)) ms after the restart; the clients' connections to B break"
+	measure "failback" 10.0.1.1 "$tsw"
+	local back=$WORST
 	sleep 1
 
 	log "phase 3: the whole of site A dies (link down, every process killed)"
-	kill_and_measure "site death" 10.0.12.2 kill_site_a
-	local bgp3=$LAST_BGP out3=$LAST_WORST first3=$LAST_FIRST
+	t0=$(now_ms)
+	kill_site_a
+	tsw=$(switch_time 10.0.12.2 "$t0") || die "site death: the router did not move the VIP to site B within 20 s"
+	log "site death: router on site B $((tsw - t0)) ms after the link went down"
+	measure "site death" 10.0.2.1 "$t0"
+	local bgp3=$((tsw - t0)) out3=$WORST first3=$FIRST
 	sleep 1
 	for i in "${USERS[@]}"; do
-		log "$i: $(count_after "$i" call "$warm") calls in all, $(ls "$RUN/cli/$i"/*_rtt.csv | wc -l) SIPp runs (connections)"
+		log "$i: $(count_calls "$i" "$warm") calls in all over $(wc -l <"$RUN/cli/$i/starts") TCP connections (SIPp runs)"
 	done
 	log "test took $((($(now_ms) - started) / 1000)) s"
 	trap - EXIT
 	stop_clients
 	down >/dev/null
-	echo "LAB VERDICT: PASS lb_kill: bgp_ms=$bgp1 outage_ms=$out1 (first client $first1) site_death: bgp_ms=$bgp3 outage_ms=$out3 (first client $first3) failback_outage_ms=$back"
+	echo "LAB VERDICT: PASS lb_kill: detect_ms=$detect1 bgp_ms=$bgp1 outage_ms=$out1 first_client_ms=$first1; site_death: bgp_ms=$bgp3 outage_ms=$out3 first_client_ms=$first3; failback: outage_ms=$back"
 }
 
 case "${1:-}" in
