@@ -11,8 +11,9 @@
 # is built), sel-cli (SIPp clients over TCP to the VIP). Static unicast routes,
 # BGP for the VIP only; no route leaves the namespaces. See README.md.
 #
-# Needs root, iproute2, bird2 (bird, birdc), sipp, curl. Binaries come from
-# $SIPEDGE_LAB_BIN_DIR, else the newer of target/release and target/debug, else
+# Needs root, iproute2, bird2 (bird, birdc), sipp, curl and python3. The sites
+# run deploy/bird: bird-lb-site.conf (defines filled in) and the /readyz check
+# sipedge-anycast-check. Binaries come from $SIPEDGE_LAB_BIN_DIR, else the newer of target/release and target/debug, else
 # `cargo build -p sipedge-lb -p sipmon`. Run files and logs: $SIPEDGE_LAB_DIR
 # (default target/lab). The last line of `test` is the verdict:
 #   LAB VERDICT: PASS ...   or   LAB VERDICT: FAIL <reason>
@@ -45,7 +46,7 @@ nsx() { ip netns exec "$@"; }
 check_tools() {
 	[ "$(id -u)" = 0 ] || die "must run as root (ip netns)"
 	local t
-	for t in ip bird birdc sipp curl; do
+	for t in ip bird birdc sipp curl python3; do
 		command -v "$t" >/dev/null || die "missing tool: $t"
 	done
 }
@@ -72,15 +73,6 @@ find_bins() {
 # sipmon joins the lab only once its `run` command exists (branch sipmon).
 sipmon_ready() {
 	[ -x "$BIN/sipmon" ] && "$BIN/sipmon" run --help >/dev/null 2>&1
-}
-
-# The BIRD health check: deploy/bird's when it is in the tree, else ours.
-check_cmd() {
-	if [ -x "$REPO/deploy/bird/sipedge-anycast-check" ]; then
-		echo "$REPO/deploy/bird/sipedge-anycast-check"
-	else
-		echo "$HERE/anycast-check"
-	fi
 }
 
 # --- topology ------------------------------------------------------------
@@ -200,14 +192,33 @@ start_lb() { # site n
 	bg lb-$1 sel-$1 "$BIN/sipedge-lb" --config "$RUN/lb-$1.toml" --tls-dir "$RUN/tls"
 }
 
+# The site's BIRD config: deploy/bird/bird-lb-site.conf with its per-site
+# `define`s filled in, logging to stderr, and the VIP on lo instead of the
+# dummy vip0 (containers often lack the dummy module).
+write_bird_site_config() { # site n
+	local site=$1 n=$2 out=$RUN/bird-$1.conf
+	sed -e 's/^log syslog all;/log stderr all;/' \
+		-e "s/^router id .*/router id 10.0.1$n.2;/" \
+		-e "s/^define LOCAL_AS = .*/define LOCAL_AS = 6450$n;/" \
+		-e "s/^define LOCAL_V4 = .*/define LOCAL_V4 = 10.0.1$n.2;/" \
+		-e "s/^define ROUTER_V4 = .*/define ROUTER_V4 = 10.0.1$n.1;/" \
+		-e 's/via "vip0"/via "lo"/' \
+		"$REPO/deploy/bird/bird-lb-site.conf" >"$out"
+	local want
+	for want in "router id 10.0.1$n.2;" "define LOCAL_AS = 6450$n;" "define LOCAL_V4 = 10.0.1$n.2;" \
+		"define ROUTER_V4 = 10.0.1$n.1;" "define VIP4 = $VIP/32;" 'route VIP4 via "lo";' "log stderr all;"; do
+		grep -qF "$want" "$out" || die "deploy/bird/bird-lb-site.conf changed shape: no \`$want\` after editing"
+	done
+}
+
 start_site() { # site n
 	local site=$1 n=$2
-	sed -e "s/@LOCAL@/10.0.1$n.2/g" -e "s/@ROUTER@/10.0.1$n.1/g" -e "s/@AS@/6450$n/g" \
-		"$HERE/bird/site.conf.in" >"$RUN/bird-$site.conf"
+	write_bird_site_config "$site" "$n"
 	bg bird-$site sel-$site bird -f -c "$RUN/bird-$site.conf" -s "$RUN/bird-$site.ctl" -P "$RUN/bird-$site.birdpid"
 	write_lb_config "$site" "$n"
 	start_lb "$site" "$n"
-	bg check-$site sel-$site "$(check_cmd)" --url "http://10.0.$n.1:9060/readyz" \
+	# Faster than production (1 s x 3) so the test stays short.
+	bg check-$site sel-$site "$REPO/deploy/bird/sipedge-anycast-check" --url "http://10.0.$n.1:9060/readyz" \
 		--interval 0.2 --timeout 0.15 --fail-after 2 --ok-after 2 \
 		--protocols vip4 --socket "$RUN/bird-$site.ctl"
 }
@@ -288,6 +299,8 @@ vip_via() {
 }
 vip_via_is() { [ "$(vip_via)" = "$1" ]; }
 lb_ready() { nsx sel-$1 curl -sf --max-time 0.5 -o /dev/null "http://10.0.$2.1:9060/readyz"; }
+# The LB routes on sipmon's report rather than its static list.
+lb_monitored() { nsx sel-$1 curl -sf --max-time 0.5 "http://10.0.$2.1:9060/v1/proxies" | grep -q '"source":"monitors"'; }
 
 up() {
 	check_tools
@@ -305,6 +318,11 @@ up() {
 	wait_until 15 "LB site B ready" lb_ready b 2
 	wait_until 20 "the router's VIP route via site A" vip_via_is 10.0.11.2
 	wait_until 20 "site B's BGP session" bird_established sel-rtr site_b
+	if [ "$SIPMON" = 1 ]; then
+		wait_until 15 "sipmon's live set at LB A" lb_monitored a 1
+		wait_until 15 "sipmon's live set at LB B" lb_monitored b 2
+		log "sipmon: both LBs route on its live set"
+	fi
 	log "up: VIP $VIP via site A (10.0.11.2); site B (10.0.12.2) standing by"
 }
 
@@ -435,8 +453,13 @@ measure() {
 	log "$label: outage $FIRST ms (first client back) / $WORST ms (last client back)"
 }
 
-# The health check's last "VIP withdrawn" time (ms) in sel-$1.
-withdrawn_at() { sed -n 's/^\([0-9]*\) anycast-check: VIP withdrawn.*/\1/p' "$RUN/check-$1.log" | tail -1; }
+# When BIRD in sel-$1 last disabled vip4 (the health check's withdrawal), in
+# ms, from BIRD's own log line "2026-11-22 01:34:49.076 <INFO> Disabling ...".
+withdrawn_at() {
+	local stamp
+	stamp=$(sed -n 's/^\([0-9-]* [0-9:.]*\) .*Disabling protocol vip4.*/\1/p' "$RUN/bird-$1.log" | tail -1)
+	[ -z "$stamp" ] || date -d "$stamp" +%s%3N
+}
 
 # The whole site dies: its link goes dark first (no FIN or RST escapes), then
 # every process in it is killed.
@@ -517,7 +540,8 @@ up) up ;;
 down) down ;;
 test) run_test ;;
 *)
-	sed -n '2,19p' "$0"
+	sed -n '2,/^set -euo/p' "$0" | sed '$d'
+
 	exit 2
 	;;
 esac

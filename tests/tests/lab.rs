@@ -1,7 +1,7 @@
 //! Runs the multi-region anycast lab (`deploy/lab/lab.sh test`): LB site A is
 //! killed, BIRD withdraws the VIP, clients re-register through site B.
 //!
-//! Needs root, `ip`, `bird`, `birdc`, `sipp` and `curl`; otherwise it prints
+//! Needs root, `ip`, `bird`, `birdc`, `sipp`, `curl` and `python3`; otherwise it prints
 //! a skip message and passes, unless `SIPEDGE_REQUIRE_LAB=1`, then it fails.
 
 use std::io::{BufRead, BufReader};
@@ -15,7 +15,7 @@ use anyhow::{bail, Context};
 /// Hard limit for the whole lab run (it takes about 15 s on 2 cores).
 const HARD_TIMEOUT: Duration = Duration::from_secs(180);
 /// Tools the lab runs, looked up in `PATH`.
-const TOOLS: [&str; 5] = ["ip", "bird", "birdc", "sipp", "curl"];
+const TOOLS: [&str; 6] = ["ip", "bird", "birdc", "sipp", "curl", "python3"];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
