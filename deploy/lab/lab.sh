@@ -13,9 +13,9 @@
 #
 # Needs root, iproute2, bird2 (bird, birdc), sipp, curl and python3. The sites
 # run deploy/bird: bird-lb-site.conf (defines filled in) and the /readyz check
-# sipedge-anycast-check. Binaries come from $SIPEDGE_LAB_BIN_DIR, else the newer of target/release and target/debug, else
-# `cargo build -p sipedge-lb -p sipmon`. Run files and logs: $SIPEDGE_LAB_DIR
-# (default target/lab). The last line of `test` is the verdict:
+# sipedge-anycast-check. Binaries: $SIPEDGE_LAB_BIN_DIR, else cargo builds
+# target/$SIPEDGE_LAB_PROFILE (debug by default, or release). Run files and
+# logs: $SIPEDGE_LAB_DIR (default target/lab). The last line of `test` is:
 #   LAB VERDICT: PASS ...   or   LAB VERDICT: FAIL <reason>
 set -Eeuo pipefail
 trap 'echo "LAB VERDICT: FAIL command failed at line $LINENO: $BASH_COMMAND"' ERR
@@ -51,19 +51,21 @@ check_tools() {
 	done
 }
 
+# Binaries: $SIPEDGE_LAB_BIN_DIR as is; otherwise cargo brings
+# target/$SIPEDGE_LAB_PROFILE (debug or release, default debug) up to date
+# (a no-op when it is), so the lab never runs a stale build.
 find_bins() {
 	if [ -n "${SIPEDGE_LAB_BIN_DIR:-}" ]; then
 		BIN=$SIPEDGE_LAB_BIN_DIR
 	else
-		local rel=$REPO/target/release dbg=$REPO/target/debug
-		if [ ! -x "$rel/sipedge-lb" ] && [ ! -x "$dbg/sipedge-lb" ]; then
-			log "building sipedge-lb and sipmon (debug)"
-			(cd "$REPO" && cargo build -q -p sipedge-lb -p sipmon)
-		fi
-		if [ -x "$rel/sipedge-lb" ] && { [ ! -x "$dbg/sipedge-lb" ] || [ "$rel/sipedge-lb" -nt "$dbg/sipedge-lb" ]; }; then
-			BIN=$rel
+		local profile=${SIPEDGE_LAB_PROFILE:-debug} cargo=${CARGO:-cargo}
+		BIN=$REPO/target/$profile
+		if command -v "$cargo" >/dev/null; then
+			log "cargo build ($profile) -p sipedge-lb -p sipmon"
+			(cd "$REPO" && "$cargo" build -q $([ "$profile" = release ] && echo --release) -p sipedge-lb -p sipmon) ||
+				die "cargo build failed"
 		else
-			BIN=$dbg
+			log "no cargo: using the binaries already in $BIN"
 		fi
 	fi
 	[ -x "$BIN/sipedge-lb" ] || die "no sipedge-lb in $BIN"

@@ -53,14 +53,6 @@ fn missing_prerequisite() -> Option<String> {
     None
 }
 
-/// The folder holding this build's `sipedge-lb` (test binaries live in
-/// `target/<profile>/deps`), so the lab runs what was just built.
-fn bin_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?.to_path_buf();
-    dir.join("sipedge-lb").is_file().then_some(dir)
-}
-
 fn lab_namespaces() -> anyhow::Result<Vec<String>> {
     let out = Command::new("ip")
         .args(["netns", "list"])
@@ -86,9 +78,6 @@ fn run_lab(arg: &str, timeout: Duration) -> anyhow::Result<(bool, Vec<String>)> 
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .process_group(0);
-    if let Some(dir) = bin_dir() {
-        cmd.env("SIPEDGE_LAB_BIN_DIR", dir);
-    }
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {script:?}"))?;
@@ -161,7 +150,12 @@ fn anycast_failover_moves_clients_to_site_b() -> anyhow::Result<()> {
         "the lab failed: {verdict}"
     );
     assert!(ok, "lab.sh exited with failure despite: {verdict}");
-    for key in ["lb_kill: detect_ms=", "outage_ms=", "silent_site_death: bgp_ms=", "link_loss: bgp_ms="] {
+    for key in [
+        "lb_kill: detect_ms=",
+        "outage_ms=",
+        "silent_site_death: bgp_ms=",
+        "link_loss: bgp_ms=",
+    ] {
         assert!(verdict.contains(key), "verdict lacks {key}: {verdict}");
     }
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
