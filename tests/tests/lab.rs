@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 
@@ -53,9 +53,52 @@ fn missing_prerequisite() -> Option<String> {
     None
 }
 
-/// Builds `sipedge-lb` and `sipmon` (dev profile) before the timed lab run,
-/// so a cold build does not eat into [`HARD_TIMEOUT`]; returns their folder.
-fn build_binaries() -> anyhow::Result<PathBuf> {
+/// The newest modification time under `dir` (files only, recursively).
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(dir).ok()?;
+    if meta.is_file() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| newest_mtime(&e.path()))
+        .max()
+}
+
+/// True when both binaries exist and are newer than every source they are
+/// built from (their crates, `shared` and `Cargo.lock`).
+fn binaries_fresh(bins: &Path) -> bool {
+    let root = repo_root();
+    let sources = ["lb", "sipmon", "shared", "Cargo.lock", "Cargo.toml"]
+        .iter()
+        .filter_map(|p| newest_mtime(&root.join(p)))
+        .max();
+    let built = ["sipedge-lb", "sipmon"]
+        .iter()
+        .map(|b| {
+            std::fs::metadata(bins.join(b))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().min());
+    matches!((sources, built), (Some(s), Some(b)) if b >= s)
+}
+
+/// The folder with up-to-date `sipedge-lb` and `sipmon` (dev profile). It
+/// builds them only when they are missing or older than their sources:
+/// `cargo test --workspace` has built them already, and a build with another
+/// feature set would recompile both. Runs before the timed lab, so a cold
+/// build does not eat into [`HARD_TIMEOUT`].
+fn binaries() -> anyhow::Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let bins = repo_root().join(target).join("debug");
+    if binaries_fresh(&bins) {
+        return Ok(bins);
+    }
     let status = Command::new(env!("CARGO"))
         .args(["build", "-p", "sipedge-lb", "-p", "sipmon"])
         .current_dir(repo_root())
@@ -64,10 +107,7 @@ fn build_binaries() -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("cargo build -p sipedge-lb -p sipmon failed: {status}");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    Ok(repo_root().join(target).join("debug"))
+    Ok(bins)
 }
 
 fn lab_namespaces() -> anyhow::Result<Vec<String>> {
@@ -145,7 +185,7 @@ fn anycast_failover_moves_clients_to_site_b() -> anyhow::Result<()> {
         }
     }
 
-    let bins = build_binaries()?;
+    let bins = binaries()?;
     let started = Instant::now();
     let (ok, lines) = run_lab("test", &bins, HARD_TIMEOUT)?;
     let timed_out = started.elapsed() >= HARD_TIMEOUT;
