@@ -363,7 +363,8 @@ down() {
 
 # One client: user $1 calls $2, 5 calls/s over one TCP connection per SIPp
 # run; when the connection breaks SIPp exits and the loop starts it again
-# (a new connection, so a new REGISTER), until $3 (ms).
+# (a new connection, so a new REGISTER), until $3 (ms). It answers OPTIONS
+# sent toward it (-aa).
 client_loop() {
 	local user=$1 callee=$2 until=$3 dir=$RUN/cli/$1 left
 	mkdir -p "$dir"
@@ -371,7 +372,7 @@ client_loop() {
 	while [ "$(now_ms)" -lt "$until" ]; do
 		left=$(((until - $(now_ms)) / 1000 + 1))
 		ip netns exec sel-cli sipp -sf "$HERE/sipp/client_uac.xml" -t t1 -i $CLIENT_IP \
-			-s "$user" -key callee "$callee" -r 5 -l 5 -m 100000 \
+			-s "$user" -key callee "$callee" -r 5 -l 5 -m 100000 -aa \
 			-recv_timeout 2000 -timeout "${left}s" -max_reconnect 0 -nostdin \
 			-trace_rtt -rtt_freq 1 -trace_logs -trace_err $VIP:5060 >/dev/null 2>&1 &
 		# SIPp's response-time dump counts ms from its own start: keep the
@@ -398,8 +399,9 @@ calls() {
 	done | sort -n
 }
 
-# "TIME SITE" of client $1's successful REGISTERs, SITE being the LB's
-# internal address in the Path the registrar echoed (the scenario logs it).
+# "TIME SITE PATH" of client $1's successful REGISTERs: SITE is the LB's
+# internal address in the Path the registrar echoed, PATH its URI
+# (sip:TOKEN@SITE); the scenario logs both.
 regs() {
 	local f pid start
 	for f in "$RUN/cli/$1"/*_logs.log; do
@@ -407,7 +409,7 @@ regs() {
 		pid=${f%_logs.log} && pid=${pid##*_}
 		start=$(start_of "$1" "$pid")
 		[ -n "$start" ] || continue
-		awk -v s="$start" '$1 == "reg" { printf "%.0f %s\n", s + $2, $5 }' "$f"
+		awk -v s="$start" '$1 == "reg" { printf "%.0f %s %s\n", s + $2, $5, $7 }' "$f"
 	done | sort -n
 }
 
@@ -424,6 +426,33 @@ recovered() {
 		r=$(first_reg "$u" "$1" "$2")
 		[ -n "$r" ] && [ -n "$(first_call "$u" "$r")" ] || return 1
 	done
+}
+
+# latest_path USER SITE: the Path URI of USER's latest REGISTER through SITE.
+latest_path() { regs "$1" | awk -v site="$2" '$2 == site { p = $3 } END { print p }'; }
+
+# reach USER PATH: what a proxy does to reach a registered user, from
+# sel-core: an OPTIONS with Route: <PATH;lr;ob> to the LB PATH names. Prints
+# the answer (200, 430) or "none".
+reach() {
+	local user=$1 path=$2 dir=$RUN/reach
+	mkdir -p "$dir"
+	rm -f "$dir"/*_logs.log
+	(cd "$dir" && ip netns exec sel-core sipp -sf "$HERE/sipp/reach_user.xml" -t u1 \
+		-i "${PROXY_IPS[0]}" -p 5099 -key user "$user" -key path "<$path:5060;lr;ob>" \
+		-m 1 -recv_timeout 2000 -timeout 5s -nostdin -trace_logs "${path##*@}:5060" >/dev/null 2>&1) || true
+	local got
+	got=$(sed -n 's/^answer //p' "$dir"/*_logs.log 2>/dev/null | head -1)
+	echo "${got:-none}"
+}
+
+# expect_reach LABEL USER PATH WANT: dies unless reach answers WANT.
+expect_reach() {
+	local got
+	[ -n "$3" ] || die "$1: no Path recorded for $2"
+	got=$(reach "$2" "$3")
+	[ "$got" = "$4" ] || die "$1: a request toward $2 through her Path at ${3##*@} got $got, not $4"
+	log "$1: a request toward $2 through her Path at ${3##*@}: $got"
 }
 
 # switch_time VIA SINCE: waits (20 s at most) until the router's kernel route
@@ -543,6 +572,9 @@ run_test() {
 	flaps=$(disabled_times a | wc -l)
 	[ "$flaps" = 0 ] || log "warning: site A withdrew the VIP $flaps time(s) before the kill (readyz slow?)"
 	vip_via_is 10.0.11.2 || die "the router is not on site A before the kill"
+	local path_a path_b
+	path_a=$(latest_path alice 10.0.1.1)
+	expect_reach "warm-up" alice "$path_a" 200
 
 	log "phase 1: kill -9 sipedge-lb in sel-a (BIRD there keeps running)"
 	t0=$(now_ms)
@@ -554,6 +586,9 @@ run_test() {
 	[ -n "$tk" ] || die "LB kill: no kernel route change in the router's BIRD log"
 	log "LB kill: health check withdrew after $((tw - t0)) ms; the router's kernel route changed $((tk - tw)) ms later (BGP convergence); the lab saw site B $((tsw - t0)) ms after the kill"
 	measure "LB kill" 10.0.2.1 "$t0"
+	expect_reach "LB kill" alice "$path_a" none
+	path_b=$(latest_path alice 10.0.2.1)
+	expect_reach "LB kill" alice "$path_b" 200
 	local detect1=$((tw - t0)) bgp1=$((tk - tw)) out1=$WORST first1=$FIRST
 
 	log "phase 2: restart sipedge-lb in sel-a; the VIP returns to A (failback)"
@@ -562,6 +597,11 @@ run_test() {
 	tsw=$(switch_time 10.0.11.2 "$t0") || die "failback: the router did not move the VIP back to site A within 20 s"
 	log "failback: router back on site A $((tsw - t0)) ms after the restart; the clients' connections to B break"
 	measure "failback" 10.0.1.1 "$tsw"
+	expect_reach "failback" alice "$(latest_path alice 10.0.1.1)" 200
+	# Not asserted: B still holds her old connection (her reset went to A,
+	# the anycast route's new owner), so B forwards into a dead flow and
+	# nothing answers; the proxy's own timer and her new binding cover it.
+	log "failback: toward alice through her stale Path at site B: $(reach alice "$path_b") (B cannot know the flow died)"
 	local back=$WORST
 	sleep 1
 
@@ -573,6 +613,7 @@ run_test() {
 	[ -n "$tk" ] || die "silent death: no kernel route change in the router's BIRD log"
 	log "silent death: the router's kernel route changed $((tk - t0)) ms after the site went silent (BGP hold timer)"
 	measure "silent death" 10.0.2.1 "$t0"
+	expect_reach "silent death" alice "$(latest_path alice 10.0.2.1)" 200
 	local bgp3=$((tk - t0)) out3=$WORST first3=$FIRST
 
 	log "phase 4: site A comes back (BIRD, LB and check restarted); the VIP returns to A"
@@ -591,6 +632,7 @@ run_test() {
 	[ -n "$tk" ] || die "link loss: no kernel route change in the router's BIRD log"
 	log "link loss: the router's kernel route changed $((tk - t0)) ms after the link went down"
 	measure "link loss" 10.0.2.1 "$t0"
+	expect_reach "link loss" alice "$(latest_path alice 10.0.2.1)" 200
 	local bgp5=$((tk - t0)) out5=$WORST first5=$FIRST
 	sleep 0.5
 	for i in "${USERS[@]}"; do
