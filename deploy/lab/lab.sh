@@ -195,11 +195,11 @@ start_lb() { # site n
 }
 
 # The site's BIRD config: deploy/bird/bird-lb-site.conf with its per-site
-# `define`s filled in, logging to stderr, and the VIP on lo instead of the
-# dummy vip0 (containers often lack the dummy module).
+# `define`s filled in, logging to stderr with ms stamps, and the VIP on lo
+# instead of the dummy vip0 (containers often lack the dummy module).
 write_bird_site_config() { # site n
 	local site=$1 n=$2 out=$RUN/bird-$1.conf
-	sed -e 's/^log syslog all;/log stderr all;/' \
+	sed -e 's/^log syslog all;/log stderr all;\ntimeformat log "%F %T.%3f";/' \
 		-e "s/^router id .*/router id 10.0.1$n.2;/" \
 		-e "s/^define LOCAL_AS = .*/define LOCAL_AS = 6450$n;/" \
 		-e "s/^define LOCAL_V4 = .*/define LOCAL_V4 = 10.0.1$n.2;/" \
