@@ -72,7 +72,7 @@ find_bins() {
 	log "binaries from $BIN"
 }
 
-# sipmon joins the lab only once its `run` command exists (branch sipmon).
+# sipmon joins the lab when its binary has `sipmon run` (main has it).
 sipmon_ready() {
 	[ -x "$BIN/sipmon" ] && "$BIN/sipmon" run --help >/dev/null 2>&1
 }
