@@ -3,6 +3,9 @@
 
 pub mod auth;
 pub mod cli;
+pub mod config;
 pub mod registrar;
+pub mod run;
+pub mod server;
 pub mod transaction;
 pub mod users;

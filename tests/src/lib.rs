@@ -24,4 +24,5 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub mod lb_harness;
+pub mod proxy_harness;
 pub mod sipp;

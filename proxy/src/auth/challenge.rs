@@ -61,7 +61,19 @@ pub const OFFERED: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
 
 /// One challenge value per offered algorithm, SHA-256 first.
 pub fn challenge_values(realm: &str, nonce: &str, stale: bool) -> Vec<String> {
-    OFFERED
+    challenge_values_for(&OFFERED, realm, nonce, stale)
+}
+
+/// One challenge value per algorithm of `offered`, in that order (the
+/// `auth.challenge_order` setting; some clients, SIPp 3.6 among them, only
+/// read the first challenge and only know MD5).
+pub fn challenge_values_for(
+    offered: &[Algorithm],
+    realm: &str,
+    nonce: &str,
+    stale: bool,
+) -> Vec<String> {
+    offered
         .iter()
         .map(|alg| {
             let mut v = format!(

@@ -23,7 +23,7 @@ pub mod digest;
 pub mod nonce;
 
 use ban::{BanList, BanPolicy, Banned};
-use challenge::{challenge_values, ChallengeKind};
+use challenge::{challenge_values_for, ChallengeKind};
 use digest::{parse_credentials, Algorithm};
 use nonce::{NcCheck, NonceKey, NonceStatus, ReplayGuard};
 
@@ -53,6 +53,14 @@ pub struct AuthConfig {
     /// Brute-force protection.
     #[serde(default)]
     pub ban: BanConfig,
+    /// Algorithms offered in challenges, most preferred first (RFC 8760
+    /// §2.4). Default `["SHA-256", "MD5"]`.
+    #[serde(default = "default_challenge_order")]
+    pub challenge_order: Vec<String>,
+}
+
+fn default_challenge_order() -> Vec<String> {
+    vec!["SHA-256".into(), "MD5".into()]
 }
 
 /// `[auth.ban]`.
@@ -124,6 +132,7 @@ impl Default for AuthConfig {
             check_uri: true,
             replay_table_size: default_replay_table(),
             ban: BanConfig::default(),
+            challenge_order: default_challenge_order(),
         }
     }
 }
@@ -145,6 +154,8 @@ pub struct AuthSettings {
     pub replay_table_size: usize,
     /// Ban thresholds.
     pub ban: BanPolicy,
+    /// Algorithms offered in challenges, in order.
+    pub challenge_order: Vec<Algorithm>,
 }
 
 impl Default for AuthSettings {
@@ -195,7 +206,32 @@ impl AuthConfig {
                 "must be positive",
             ));
         }
+        let mut challenge_order = Vec::with_capacity(self.challenge_order.len());
+        for a in &self.challenge_order {
+            match Algorithm::parse(a) {
+                Some(alg @ (Algorithm::Md5 | Algorithm::Sha256))
+                    if !challenge_order.contains(&alg) =>
+                {
+                    challenge_order.push(alg)
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        file,
+                        "auth.challenge_order",
+                        format!("`{a}`: give MD5 and/or SHA-256, each once"),
+                    ))
+                }
+            }
+        }
+        if challenge_order.is_empty() {
+            return Err(ConfigError::invalid(
+                file,
+                "auth.challenge_order",
+                "give at least one algorithm",
+            ));
+        }
         Ok(AuthSettings {
+            challenge_order,
             nonce_secret: self.nonce_secret.as_ref().map(|s| s.as_bytes().to_vec()),
             nonce_lifetime: self.nonce_lifetime,
             bind_nonce_to_ip: self.bind_nonce_to_ip,
@@ -327,7 +363,12 @@ impl Authenticator {
         AuthOutcome::Challenge {
             status: kind.status(),
             header_name: kind.challenge_header(),
-            header_values: challenge_values(req.realm, &nonce, stale),
+            header_values: challenge_values_for(
+                &self.settings.challenge_order,
+                req.realm,
+                &nonce,
+                stale,
+            ),
             stale,
         }
     }

@@ -1,0 +1,800 @@
+//! The proxy server: receives SIP messages, runs them through the
+//! transaction layer, and decides (registrar, authentication, routing) what
+//! to answer or where to forward.
+//!
+//! ```text
+//! RFC 3261 §16.3: request validation (syntax, URI scheme, Max-Forwards,
+//! loop, Proxy-Require, Proxy-Authorization); §16.4: route information
+//! preprocessing (pop our own Route); §16.5: determining request targets;
+//! §16.6: forwarding; §16.7: response processing; §16.10: CANCEL.
+//! ```
+
+pub mod authn;
+pub mod build;
+pub mod cdr;
+pub mod fork;
+pub mod metrics;
+pub mod register;
+pub mod routing;
+pub mod state;
+pub mod transport;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use sipedge_shared::sip::{
+    build_response, check_request, HeaderName, Host, Message, Method, NameAddr, Uri,
+};
+use tokio::sync::Notify;
+
+use crate::auth::{AuthInput, AuthOutcome, Authenticator};
+use crate::config::ProxyConfig;
+use crate::registrar::Registrar;
+use crate::transaction::{
+    RequestIds, ServerInvite, ServerKey, ServerNonInvite, Transaction, Transport,
+};
+use crate::users::SubscriberStore;
+use state::{random_token, stateless_branch, CallInfo, Ctx, Dest, Env, Out, State, Target};
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// The peer address.
+    pub peer: SocketAddr,
+    /// Where responses go.
+    pub dest: Dest,
+    /// How it arrived.
+    pub transport: Transport,
+}
+
+/// Where the request is going, as decided by §16.5.
+#[derive(Debug)]
+enum Decision {
+    /// Registered contacts of a local user (fork).
+    Local(Vec<Target>),
+    /// Answer this status ourselves.
+    Reply(u16, &'static str),
+    /// Gateways of a group, in order.
+    Pstn(Vec<Target>),
+    /// A foreign domain.
+    Relay(Target),
+}
+
+/// The shared server state (one per process).
+pub struct Core {
+    /// Validated configuration.
+    pub cfg: ProxyConfig,
+    /// Immutable environment of the transaction user.
+    pub env: Env,
+    /// The registrar.
+    pub registrar: Registrar,
+    /// Digest authentication.
+    pub auth: Authenticator,
+    /// Subscribers.
+    pub store: Arc<dyn SubscriberStore>,
+    /// Sockets.
+    pub net: transport::Net,
+    /// Our own addresses (Route entries naming one of them are ours).
+    pub local_addrs: Vec<SocketAddr>,
+    state: Mutex<State>,
+    /// Wakes the timer loop when a transaction was added.
+    pub wake: Notify,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("id", &self.cfg.id)
+            .field("advertise", &self.env.advertise)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URI's `host[:port]` as a socket address, when the host is an IP literal.
+pub fn uri_addr(uri: &Uri<'_>) -> Option<SocketAddr> {
+    let ip: IpAddr = match uri.host? {
+        Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => IpAddr::from([127, 0, 0, 1]),
+        Host::Domain(_) => return None,
+        _ => uri.host_str.trim_matches(['[', ']']).parse().ok()?,
+    };
+    Some(SocketAddr::new(ip, uri.port.unwrap_or(5060)))
+}
+
+/// First-hop address of a Route value (`<sip:...;lr>`).
+fn route_addr(route: &str) -> Option<SocketAddr> {
+    let na = NameAddr::parse(route).ok()?;
+    uri_addr(&na.uri)
+}
+
+impl Core {
+    /// Assembles the core.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: ProxyConfig,
+        env: Env,
+        registrar: Registrar,
+        auth: Authenticator,
+        store: Arc<dyn SubscriberStore>,
+        net: transport::Net,
+        local_addrs: Vec<SocketAddr>,
+    ) -> Self {
+        Core {
+            cfg,
+            env,
+            registrar,
+            auth,
+            store,
+            net,
+            local_addrs,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The state lock; a panic elsewhere does not stop the server.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends what was decided under the lock.
+    pub fn flush(&self, out: Out) {
+        for (d, b) in out {
+            self.net.send(d, b);
+        }
+    }
+
+    fn is_local_domain(&self, host: &str) -> bool {
+        self.cfg
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(host))
+    }
+
+    /// True when `uri` names this proxy (our advertise or a listen address).
+    fn is_us(&self, uri: &Uri<'_>) -> bool {
+        let hp = match uri.port {
+            Some(p) => format!("{}:{p}", uri.host_str),
+            None => uri.host_str.to_owned(),
+        };
+        if hp.eq_ignore_ascii_case(&self.env.advertise) {
+            return true;
+        }
+        uri_addr(uri).is_some_and(|a| self.local_addrs.contains(&a))
+    }
+
+    /// One message from the network.
+    pub fn on_message(self: &Arc<Self>, data: Bytes, src: Source) {
+        let Ok(msg) = Message::parse_datagram(data, &self.env.limits) else {
+            return; // Unparsable: no Via to answer to.
+        };
+        if msg.is_request() {
+            self.on_request(msg, src);
+        } else {
+            self.on_response(msg);
+        }
+    }
+
+    fn stateless_reply(
+        &self,
+        msg: &Message,
+        src: &Source,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let tag = random_token("sx");
+        let b = build_response(msg, status, reason, Some(&tag), extra);
+        self.net.send(src.dest, b);
+    }
+
+    fn on_response(&self, msg: Message) {
+        let (Ok(via), Ok(cseq)) = (msg.top_via(), msg.cseq()) else {
+            return;
+        };
+        let (Some(branch), Some(status)) = (via.branch, msg.status()) else {
+            return;
+        };
+        let ids = crate::transaction::ResponseIds {
+            branch: branch.as_str(),
+            cseq_method: cseq.method_str,
+        };
+        let Ok(key) = crate::transaction::ClientKey::from_response(&ids) else {
+            return;
+        };
+        let mut out = Vec::new();
+        {
+            let mut st = self.lock();
+            let now = Instant::now();
+            if let Some(actions) = st
+                .table
+                .handle_response(now, &key, status, msg.bytes().clone())
+            {
+                let k = crate::transaction::TxKey::Client(key);
+                for a in actions {
+                    st.action(&self.env, &k, a, &mut out);
+                }
+            }
+            // No match: a stray or late response; a stateful proxy drops it
+            // (2xx retransmissions are absorbed by the Accepted state).
+        }
+        self.flush(out);
+    }
+
+    fn on_request(self: &Arc<Self>, msg: Message, src: Source) {
+        let method = msg.method();
+        if let Err(e) = check_request(&msg) {
+            if method != Some(Method::Ack) {
+                let mut extra = Vec::new();
+                if let Some(u) = e.unsupported() {
+                    extra.push(("Unsupported", u));
+                }
+                self.stateless_reply(&msg, &src, e.status(), &e.reason(), &extra);
+            }
+            return;
+        }
+        let Ok(via) = msg.top_via() else { return };
+        let Some(branch) = via.branch.filter(|b| b.is_rfc3261()) else {
+            if method != Some(Method::Ack) {
+                self.stateless_reply(&msg, &src, 400, "RFC 3261 Branch Required", &[]);
+            }
+            return;
+        };
+        let ids = RequestIds {
+            method: msg.method_str(),
+            branch: branch.as_str(),
+            sent_by_host: via.host_str,
+            sent_by_port: via.port,
+        };
+        let Ok(key) = ServerKey::from_request(&ids) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut out = Vec::new();
+        match method {
+            Some(Method::Ack) => {
+                let mut pass_up = false;
+                let matched = {
+                    let mut st = self.lock();
+                    match st
+                        .table
+                        .handle_request(now, &key, true, msg.bytes().clone())
+                    {
+                        Some(actions) => {
+                            let k = crate::transaction::TxKey::Server(key.clone());
+                            for a in actions {
+                                if matches!(a, crate::transaction::Action::PassUp(_)) {
+                                    pass_up = true;
+                                } else {
+                                    st.action(&self.env, &k, a, &mut out);
+                                }
+                            }
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                self.flush(out);
+                // An ACK for a 2xx (end to end) is forwarded statelessly.
+                if !matched || pass_up {
+                    let me = Arc::clone(self);
+                    tokio::spawn(async move { me.forward_ack(msg).await });
+                }
+                return;
+            }
+            Some(Method::Cancel) => {
+                {
+                    let mut st = self.lock();
+                    match st.table.cancel_target(&key) {
+                        Some(target) => {
+                            self.stateless_reply(&msg, &src, 200, "OK", &[]);
+                            st.cancel_from_upstream(&self.env, &target, &mut out);
+                        }
+                        None => self.stateless_reply(
+                            &msg,
+                            &src,
+                            481,
+                            "Call/Transaction Does Not Exist",
+                            &[],
+                        ),
+                    }
+                }
+                self.flush(out);
+                return;
+            }
+            _ => {}
+        }
+        let is_invite = method == Some(Method::Invite);
+        {
+            let mut st = self.lock();
+            if let Some(actions) = st
+                .table
+                .handle_request(now, &key, false, msg.bytes().clone())
+            {
+                // A retransmission: the transaction answers it.
+                let k = crate::transaction::TxKey::Server(key.clone());
+                for a in actions {
+                    st.action(&self.env, &k, a, &mut out);
+                }
+                drop(st);
+                self.flush(out);
+                return;
+            }
+            if st.table.len() >= self.cfg.max_transactions {
+                drop(st);
+                self.env.metrics.overload.increment(1);
+                let ra = rand::random::<u32>() % 20 + 5;
+                self.stateless_reply(
+                    &msg,
+                    &src,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", &ra.to_string())],
+                );
+                return;
+            }
+            let ctx = Ctx::new(msg.clone(), random_token("px"));
+            let tx = if is_invite {
+                let trying = build_response(&msg, 100, "Trying", None, &[]);
+                let (tx, _pass_up) = ServerInvite::new(
+                    msg.bytes().clone(),
+                    trying.clone(),
+                    src.transport,
+                    self.env.timers,
+                    now,
+                );
+                Transaction::ServerInvite(tx)
+            } else {
+                let (tx, _pass_up) =
+                    ServerNonInvite::new(msg.bytes().clone(), src.transport, self.env.timers);
+                Transaction::ServerNonInvite(tx)
+            };
+            if !st.insert_server(key.clone(), tx, src.dest, ctx) {
+                return;
+            }
+            self.env.metrics.transactions_total.increment(1);
+            if is_invite {
+                // 100 Trying at once: the LB's failover timer waits for it.
+                st.respond(&self.env, &key, 100, "Trying", &[], &mut out);
+            }
+        }
+        self.wake.notify_one();
+        self.flush(out);
+        let me = Arc::clone(self);
+        tokio::spawn(async move { me.handle_request(msg, src, key).await });
+    }
+
+    /// Responds on server transaction `key` and sends at once.
+    pub fn reply(&self, key: &ServerKey, status: u16, reason: &str, extra: &[(&str, &str)]) {
+        let mut out = Vec::new();
+        self.lock()
+            .respond(&self.env, key, status, reason, extra, &mut out);
+        self.flush(out);
+    }
+
+    /// Route values at the top of `msg` that name us (§16.4), as positions.
+    fn our_routes(&self, msg: &Message) -> Vec<(usize, usize)> {
+        let mut ours = Vec::new();
+        for (idx, h) in msg.header_entries().iter().enumerate() {
+            if h.name != HeaderName::Route {
+                continue;
+            }
+            for (vi, span) in msg.value_spans(idx).enumerate() {
+                let v = std::str::from_utf8(&msg.as_bytes()[span.range()]).unwrap_or("");
+                match NameAddr::parse(v) {
+                    Ok(na) if self.is_us(&na.uri) => ours.push((idx, vi)),
+                    _ => return ours,
+                }
+            }
+        }
+        ours
+    }
+
+    /// The first Route value left after popping ours.
+    fn next_route<'m>(&self, msg: &'m Message, pops: &[(usize, usize)]) -> Option<&'m str> {
+        msg.values(HeaderName::Route).nth(pops.len())
+    }
+
+    async fn handle_request(self: Arc<Self>, msg: Message, src: Source, key: ServerKey) {
+        let method = msg.method();
+        if msg
+            .max_forwards()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.get() == 0)
+        {
+            self.reply(&key, 483, "Too Many Hops", &[]);
+            return;
+        }
+        let pops = self.our_routes(&msg);
+        let in_dialog = msg.to().is_ok_and(|t| t.tag().is_some());
+        if in_dialog {
+            match self.in_dialog_target(&msg, &pops).await {
+                Some(t) => self.proxy_to(&key, pops, false, vec![t], None),
+                None => self.reply(&key, 404, "Not Found", &[]),
+            }
+            return;
+        }
+        let ruri = msg.request_uri().unwrap_or("");
+        let Ok(uri) = Uri::parse(ruri) else {
+            self.reply(&key, 416, "Unsupported URI Scheme", &[]);
+            return;
+        };
+        // A Route beyond ours: follow it (loose routing, §16.4 / §16.6 step 6).
+        if let Some(route) = self.next_route(&msg, &pops) {
+            let Some(hop) = route_addr(route) else {
+                self.reply(&key, 404, "Route Not Resolvable", &[]);
+                return;
+            };
+            let t = Target {
+                ruri: None,
+                routes: vec![],
+                next_hop: hop,
+            };
+            self.proxy_to(&key, pops, false, vec![t], None);
+            return;
+        }
+        if method == Some(Method::Register) {
+            register::handle(&self, &msg, &src, &key).await;
+            return;
+        }
+        let host = uri.host_str.to_ascii_lowercase();
+        let local = self.is_local_domain(&host) || self.is_us(&uri);
+        if method == Some(Method::Options) && uri.user.is_none() && local {
+            self.reply(
+                &key,
+                200,
+                "OK",
+                &[
+                    ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER"),
+                    ("Accept", "application/sdp"),
+                    ("Supported", "path, outbound"),
+                ],
+            );
+            return;
+        }
+        let from_domain = msg
+            .from()
+            .ok()
+            .map(|f| f.uri.host_str.to_ascii_lowercase())
+            .unwrap_or_default();
+        let from_local = self.is_local_domain(&from_domain);
+        let domain = if self.is_local_domain(&host) {
+            host.clone()
+        } else {
+            self.cfg.domains.first().cloned().unwrap_or_default()
+        };
+        let decision = if local {
+            self.decide_local(&uri, &domain).await
+        } else {
+            match uri_addr(&uri) {
+                Some(hop) => Decision::Relay(Target {
+                    ruri: None,
+                    routes: vec![],
+                    next_hop: hop,
+                }),
+                None => match self.resolve(&uri).await {
+                    Some(hop) => Decision::Relay(Target {
+                        ruri: None,
+                        routes: vec![],
+                        next_hop: hop,
+                    }),
+                    None => Decision::Reply(404, "Domain Not Resolvable"),
+                },
+            }
+        };
+        if let Decision::Reply(503, reason) = decision {
+            self.env.metrics.overload.increment(1);
+            self.reply(&key, 503, reason, &[("Retry-After", "5")]);
+            return;
+        }
+        // Our users always authenticate; anyone else only to reach the PSTN
+        // or a foreign domain (no open relay).
+        let needs_auth = from_local || matches!(decision, Decision::Pstn(_) | Decision::Relay(_));
+        if needs_auth {
+            let realm = if from_local {
+                from_domain.as_str()
+            } else {
+                domain.as_str()
+            };
+            if self.authenticate(&msg, &src, &key, realm).await.is_none() {
+                return;
+            }
+        }
+        let record_route = matches!(
+            method,
+            Some(Method::Invite | Method::Subscribe | Method::Refer)
+        );
+        let call = (method == Some(Method::Invite)).then(|| CallInfo {
+            from: msg
+                .from()
+                .map(|f| f.uri.as_str().to_owned())
+                .unwrap_or_default(),
+            to: ruri.to_owned(),
+            route: match &decision {
+                Decision::Pstn(_) => "sip2pstn",
+                Decision::Relay(_) => "relay",
+                _ => "sip2sip",
+            },
+            start: SystemTime::now(),
+            answer: None,
+        });
+        match decision {
+            Decision::Reply(status, reason) => self.reply(&key, status, reason, &[]),
+            Decision::Local(targets) => self.proxy_to(&key, pops, record_route, targets, call),
+            Decision::Relay(t) => self.proxy_to(&key, pops, record_route, vec![t], call),
+            Decision::Pstn(mut gws) => {
+                let first = gws.remove(0);
+                {
+                    let mut st = self.lock();
+                    if let Some(ctx) = st.ctxs.get_mut(&key) {
+                        ctx.serial = gws.into();
+                    }
+                }
+                self.proxy_to(&key, pops, record_route, vec![first], call);
+            }
+        }
+    }
+
+    /// §16.5 for a local domain: registered contacts, 480, sip2pstn or 404.
+    async fn decide_local(&self, uri: &Uri<'_>, domain: &str) -> Decision {
+        let user = uri.user_unescaped();
+        if user.is_empty() {
+            return Decision::Reply(404, "Not Found");
+        }
+        let aor = format!("{user}@{domain}");
+        let bindings = self.registrar.location().lookup(&aor, Instant::now());
+        if !bindings.is_empty() {
+            let mut targets = Vec::new();
+            for b in bindings {
+                let routes: Vec<String> = b.path.iter().map(|p| format!("<{p}>")).collect();
+                let hop = match routes.first() {
+                    Some(r) => route_addr(r),
+                    None => Uri::parse(&b.contact).ok().as_ref().and_then(uri_addr),
+                };
+                if let Some(next_hop) = hop {
+                    targets.push(Target {
+                        ruri: Some(b.contact.clone()),
+                        routes,
+                        next_hop,
+                    });
+                }
+            }
+            if targets.is_empty() {
+                return Decision::Reply(480, "Temporarily Unavailable");
+            }
+            return Decision::Local(targets);
+        }
+        match self.store.lookup(&user, domain).await {
+            Ok(Some(_)) => return Decision::Reply(480, "Temporarily Unavailable"),
+            Ok(None) => {}
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "subscriber store unavailable");
+                return Decision::Reply(503, "Subscriber Store Unavailable");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "subscriber lookup failed");
+                return Decision::Reply(500, "Subscriber Lookup Failed");
+            }
+        }
+        let digits = self.cfg.pstn.as_ref().and_then(|p| p.matches(&user));
+        let Some(digits) = digits else {
+            return Decision::Reply(404, "Not Found");
+        };
+        let Some(group) = self.cfg.gateways.lookup(digits) else {
+            return Decision::Reply(404, "No Route To Number");
+        };
+        let gws: Vec<Target> = group
+            .gateways
+            .iter()
+            .map(|gw| Target {
+                ruri: Some(format!("sip:{}@{gw}", uri.user.unwrap_or(digits))),
+                routes: vec![],
+                next_hop: *gw,
+            })
+            .collect();
+        if gws.is_empty() {
+            return Decision::Reply(502, "No Gateway");
+        }
+        Decision::Pstn(gws)
+    }
+
+    async fn resolve(&self, uri: &Uri<'_>) -> Option<SocketAddr> {
+        let target = format!("{}:{}", uri.host_str, uri.port.unwrap_or(5060));
+        let lookup = tokio::net::lookup_host(target);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), lookup).await {
+            Ok(Ok(mut addrs)) => addrs.next(),
+            _ => None,
+        }
+    }
+
+    /// Next hop of an in-dialog request (§16.4, §16.12): the next Route, or
+    /// the callee's Path for a dialog we created (the caller's LB strips our
+    /// Record-Route), or the Request-URI.
+    async fn in_dialog_target(&self, msg: &Message, pops: &[(usize, usize)]) -> Option<Target> {
+        if let Some(route) = self.next_route(msg, pops) {
+            return Some(Target {
+                ruri: None,
+                routes: vec![],
+                next_hop: route_addr(route)?,
+            });
+        }
+        let call_id = msg.call_id().ok()?;
+        let dialog = self.lock().dialogs.get(call_id).cloned();
+        if let Some(d) = dialog {
+            return Some(Target {
+                ruri: None,
+                routes: d.callee_routes,
+                next_hop: d.callee_hop,
+            });
+        }
+        let uri = Uri::parse(msg.request_uri()?).ok()?;
+        match uri_addr(&uri) {
+            Some(a) => Some(Target {
+                ruri: None,
+                routes: vec![],
+                next_hop: a,
+            }),
+            None => self.resolve(&uri).await.map(|a| Target {
+                ruri: None,
+                routes: vec![],
+                next_hop: a,
+            }),
+        }
+    }
+
+    /// Forwards an ACK for a 2xx statelessly (§16.11).
+    async fn forward_ack(&self, msg: Message) {
+        let pops = self.our_routes(&msg);
+        let Some(t) = self.in_dialog_target(&msg, &pops).await else {
+            return;
+        };
+        let via = format!(
+            "SIP/2.0/UDP {};branch={}",
+            self.env.advertise,
+            stateless_branch(&msg)
+        );
+        let b = build::forward(
+            &msg,
+            &build::ForwardSpec {
+                ruri: t.ruri.as_deref(),
+                pop_routes: &pops,
+                push_routes: &t.routes,
+                record_route: None,
+                via: &via,
+            },
+        );
+        self.net.send(Dest::Udp(t.next_hop), b);
+    }
+
+    /// Forks `key`'s request to `targets` (first gateway only for sip2pstn).
+    fn proxy_to(
+        &self,
+        key: &ServerKey,
+        pops: Vec<(usize, usize)>,
+        record_route: bool,
+        targets: Vec<Target>,
+        call: Option<CallInfo>,
+    ) {
+        let mut out = Vec::new();
+        {
+            let mut st = self.lock();
+            let Some(ctx) = st.ctxs.get_mut(key) else {
+                return;
+            };
+            if ctx.final_sent() {
+                return; // CANCELled while we were deciding.
+            }
+            ctx.pops = pops;
+            ctx.record_route = record_route;
+            ctx.call = call;
+            let mut started = 0;
+            for t in targets {
+                if st.start_branch(&self.env, key, t, &mut out) {
+                    started += 1;
+                }
+            }
+            if started == 0 {
+                st.respond(&self.env, key, 500, "Could Not Forward", &[], &mut out);
+            }
+        }
+        self.wake.notify_one();
+        self.flush(out);
+    }
+
+    /// Authenticates `msg` for `realm`; on failure the answer (401/407, 403,
+    /// 503) is sent and `None` returned.
+    pub async fn authenticate(
+        &self,
+        msg: &Message,
+        src: &Source,
+        key: &ServerKey,
+        realm: &str,
+    ) -> Option<String> {
+        let client = authn::client_addr(msg, src.peer);
+        let creds = authn::credentials_for(msg, realm);
+        let input = AuthInput {
+            method: msg.method_str(),
+            uri: msg.request_uri().unwrap_or(""),
+            header_value: creds.as_deref(),
+            source_ip: client.ip(),
+            realm,
+        };
+        match self.auth.check(input, SystemTime::now()).await {
+            AuthOutcome::Authenticated { user } => Some(user),
+            AuthOutcome::Challenge {
+                status,
+                header_name,
+                header_values,
+                ..
+            } => {
+                self.env.metrics.auth_challenges.increment(1);
+                let extra: Vec<(&str, &str)> = header_values
+                    .iter()
+                    .map(|v| (header_name, v.as_str()))
+                    .collect();
+                let reason = if status == 401 {
+                    "Unauthorized"
+                } else {
+                    "Proxy Authentication Required"
+                };
+                self.reply(key, status, reason, &extra);
+                None
+            }
+            AuthOutcome::Forbidden { reason } => {
+                self.env.metrics.auth_forbidden.increment(1);
+                tracing::info!(ip = %client.ip(), ?reason, "authentication refused");
+                self.reply(key, 403, "Forbidden", &[]);
+                None
+            }
+            AuthOutcome::Unavailable { reason } => {
+                self.env.metrics.overload.increment(1);
+                tracing::warn!(%reason, "subscriber store unavailable");
+                self.reply(key, 503, "Service Unavailable", &[("Retry-After", "5")]);
+                None
+            }
+        }
+    }
+
+    /// The authenticator (for tests and admin views).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// Runs the timers until `shutdown`; purges expired bindings and dialogs.
+    pub async fn timer_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut last_purge = Instant::now();
+        loop {
+            let next = self.lock().table.poll_timeout();
+            let now = Instant::now();
+            let wait = next.map_or(std::time::Duration::from_secs(1), |t| {
+                t.saturating_duration_since(now)
+                    .min(std::time::Duration::from_secs(1))
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let now = Instant::now();
+            let mut out = Vec::new();
+            {
+                let mut st = self.lock();
+                st.on_timeout(&self.env, now, &mut out);
+                if now.duration_since(last_purge) >= std::time::Duration::from_secs(5) {
+                    st.expire_dialogs(now, std::time::Duration::from_secs(86_400));
+                }
+            }
+            self.flush(out);
+            if now.duration_since(last_purge) >= std::time::Duration::from_secs(5) {
+                last_purge = now;
+                self.registrar.location().purge_expired(now);
+                self.env
+                    .metrics
+                    .registrations
+                    .set(self.registrar.location().count() as f64);
+            }
+        }
+    }
+}

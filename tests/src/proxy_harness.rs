@@ -1,0 +1,283 @@
+//! Starting a real proxy in-process on loopback port 0 (alone or behind a
+//! real LB), and running SIPp scenarios from `tests/sipp/` against it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use sipedge_proxy::config::ProxyConfig;
+use sipedge_proxy::run::{bind, run, Addresses};
+use tokio_util::sync::CancellationToken;
+
+use crate::lb_harness::{LbOptions, TestLb};
+
+/// Knobs of a test proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// `auth.nonce_lifetime` in seconds (at least 10).
+    pub nonce_lifetime_s: u64,
+    /// `auth.ban.ip_max_failures`.
+    pub ip_max_failures: u32,
+    /// Gateway groups: (name, prefixes, gateways).
+    pub gateway_groups: Vec<(String, Vec<String>, Vec<SocketAddr>)>,
+    /// CDR file.
+    pub cdr: Option<PathBuf>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            nonce_lifetime_s: 300,
+            ip_max_failures: 20,
+            gateway_groups: vec![],
+            cdr: None,
+        }
+    }
+}
+
+/// The TOML of a test proxy (port 0 everywhere, demo users). MD5 is offered
+/// first because SIPp 3.6 reads only the first challenge and knows only MD5.
+pub fn proxy_toml(opts: &ProxyOptions) -> String {
+    let mut s = format!(
+        "id = \"p1\"\nedge = \"test\"\ndomains = [\"sipedge.local\"]\npstn_pattern = \"+?[0-9]{{5,}}\"\n\
+         [listen]\nudp = \"127.0.0.1:0\"\ntcp = \"127.0.0.1:0\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [auth]\nnonce_secret = \"sipedge-test-nonce-secret-0123\"\nnonce_lifetime = \"{}s\"\n\
+         challenge_order = [\"MD5\", \"SHA-256\"]\n\
+         [auth.ban]\nip_max_failures = {}\nuser_max_failures = 0\n\
+         [timers]\nt1 = \"100ms\"\nt2 = \"400ms\"\nt4 = \"500ms\"\ntrying_delay = \"0ms\"\n",
+        opts.nonce_lifetime_s, opts.ip_max_failures
+    );
+    if let Some(c) = &opts.cdr {
+        s.push_str(&format!("[cdr]\nfile = {:?}\n", c.display().to_string()));
+    }
+    for (name, prefixes, gws) in &opts.gateway_groups {
+        let p: Vec<String> = prefixes.iter().map(|p| format!("{p:?}")).collect();
+        let g: Vec<String> = gws.iter().map(|g| format!("\"{g}\"")).collect();
+        s.push_str(&format!(
+            "[[gateway_group]]\nname = {name:?}\nprefixes = [{}]\ngateways = [{}]\n",
+            p.join(", "),
+            g.join(", ")
+        ));
+    }
+    s
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct TestProxyServer {
+    /// Where it listens.
+    pub addrs: Addresses,
+    /// Cancels it.
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), sipedge_proxy::run::RunError>>,
+}
+
+impl TestProxyServer {
+    /// Starts a proxy with `opts` on 127.0.0.1, port 0.
+    pub async fn start(opts: &ProxyOptions) -> anyhow::Result<TestProxyServer> {
+        let cfg = ProxyConfig::parse(Path::new("<test proxy.toml>"), &proxy_toml(opts))?;
+        let sockets = bind(&cfg.listen)?;
+        let addrs = sockets.addresses()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(cfg, sockets, shutdown.clone()));
+        Ok(TestProxyServer {
+            addrs,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops it and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        Ok(self.task.await??)
+    }
+}
+
+/// An LB in front of one proxy.
+#[derive(Debug)]
+pub struct Stack {
+    /// The LB.
+    pub lb: TestLb,
+    /// The proxy.
+    pub proxy: TestProxyServer,
+}
+
+impl Stack {
+    /// Starts proxy, then LB.
+    pub async fn start(opts: &ProxyOptions) -> anyhow::Result<Stack> {
+        let proxy = TestProxyServer::start(opts).await?;
+        let mut lb_opts = LbOptions::new(vec![("p1".into(), proxy.addrs.udp)]);
+        lb_opts.timer = Duration::from_secs(2);
+        let lb = TestLb::start(lb_opts).await?;
+        Ok(Stack { lb, proxy })
+    }
+
+    /// The LB's UDP address.
+    pub fn udp(&self) -> SocketAddr {
+        self.lb.addrs.udp[0]
+    }
+
+    /// The LB's TCP address.
+    pub fn tcp(&self) -> SocketAddr {
+        self.lb.addrs.tcp[0]
+    }
+
+    /// Stops both.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.lb.stop().await?;
+        self.proxy.stop().await
+    }
+}
+
+/// Is SIPp usable? Without it a test prints a skip message and passes,
+/// unless `SIPEDGE_REQUIRE_SIPP=1`, then it panics.
+pub fn sipp_or_skip(test: &str) -> bool {
+    let ok = std::process::Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        if std::env::var("SIPEDGE_REQUIRE_SIPP").as_deref() == Ok("1") {
+            panic!("{test}: sipp is not installed and SIPEDGE_REQUIRE_SIPP=1");
+        }
+        eprintln!("{test}: SKIPPED (sipp not installed)");
+    }
+    ok
+}
+
+/// A scenario file in `tests/sipp/`.
+pub fn scenario(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("sipp")
+        .join(name)
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now (bound, then
+/// released; callers retry on a conflict).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let Ok(u) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(a) = u.local_addr() else { continue };
+        if std::net::TcpListener::bind(a).is_ok() {
+            return a.port();
+        }
+    }
+    0
+}
+
+/// One SIPp run.
+#[derive(Debug, Clone)]
+pub struct Sipp {
+    /// Scenario file name in `tests/sipp/`.
+    pub scenario: String,
+    /// Target (`host:port`).
+    pub target: SocketAddr,
+    /// `u1` (UDP) or `t1` (TCP).
+    pub transport: &'static str,
+    /// `[service]`: the user in the scenario.
+    pub service: String,
+    /// Extra arguments.
+    pub args: Vec<String>,
+    /// Hard limit on the run.
+    pub timeout: Duration,
+}
+
+/// What a SIPp run did.
+#[derive(Debug)]
+pub struct SippResult {
+    /// Exit code (0: every call succeeded).
+    pub code: Option<i32>,
+    /// Its local port.
+    pub port: u16,
+    /// stdout + stderr + the error log, for assertions and diagnostics.
+    pub log: String,
+}
+
+impl Sipp {
+    /// A run of `scenario` against `target` over `transport`.
+    pub fn new(scenario: &str, target: SocketAddr, transport: &'static str, service: &str) -> Self {
+        Sipp {
+            scenario: scenario.into(),
+            target,
+            transport,
+            service: service.into(),
+            args: vec![],
+            timeout: Duration::from_secs(20),
+        }
+    }
+
+    /// Adds arguments.
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    /// Starts SIPp (one call, `-m 1`) on a free port; the child is killed
+    /// when the handle is dropped.
+    pub fn spawn(&self, dir: &Path) -> anyhow::Result<(tokio::process::Child, u16)> {
+        let port = free_port();
+        let mut cmd = tokio::process::Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(scenario(&self.scenario))
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-t", self.transport, "-m", "1", "-nostdin"])
+            .args(["-s", &self.service])
+            .args(["-timeout", &format!("{}s", self.timeout.as_secs())])
+            .arg("-timeout_error")
+            .args(["-recv_timeout", "8000"])
+            .arg("-trace_err")
+            .arg("-trace_msg")
+            .arg("-error_file")
+            .arg(dir.join(format!("{port}_errors.log")))
+            .arg("-message_file")
+            .arg(dir.join(format!("{port}_messages.log")))
+            .args(self.args.iter())
+            .arg(self.target.to_string())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        Ok((cmd.spawn()?, port))
+    }
+
+    /// Runs to completion (bounded by `timeout` + 5 s).
+    pub async fn run(&self, dir: &Path) -> anyhow::Result<SippResult> {
+        let (child, port) = self.spawn(dir)?;
+        finish(child, port, dir, self.timeout + Duration::from_secs(5)).await
+    }
+}
+
+/// Waits for a spawned SIPp (bounded) and collects its logs.
+pub async fn finish(
+    child: tokio::process::Child,
+    port: u16,
+    dir: &Path,
+    limit: Duration,
+) -> anyhow::Result<SippResult> {
+    let out = tokio::time::timeout(limit, child.wait_with_output()).await??;
+    let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+    log.push_str(&String::from_utf8_lossy(&out.stderr));
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ours = name.starts_with(&format!("{port}_"));
+            if ours && (name.ends_with("_errors.log") || name.ends_with("_messages.log")) {
+                log.push_str(&format!("\n==== {name}\n"));
+                log.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    Ok(SippResult {
+        code: out.status.code(),
+        port,
+        log,
+    })
+}
