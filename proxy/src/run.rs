@@ -99,6 +99,8 @@ pub async fn run(
         .advertise
         .clone()
         .unwrap_or_else(|| addrs.udp.to_string());
+    // The recorder must exist before the handles are registered.
+    sipedge_shared::metrics::install();
     let env = Env {
         advertise,
         timers: config.timers,

@@ -23,6 +23,8 @@ pub struct ProxyOptions {
     pub gateway_groups: Vec<(String, Vec<String>, Vec<SocketAddr>)>,
     /// CDR file.
     pub cdr: Option<PathBuf>,
+    /// The `edge` label (tests in one binary share the metrics registry).
+    pub edge: String,
 }
 
 impl Default for ProxyOptions {
@@ -32,6 +34,7 @@ impl Default for ProxyOptions {
             ip_max_failures: 20,
             gateway_groups: vec![],
             cdr: None,
+            edge: "test".into(),
         }
     }
 }
@@ -40,14 +43,14 @@ impl Default for ProxyOptions {
 /// first because SIPp 3.6 reads only the first challenge and knows only MD5.
 pub fn proxy_toml(opts: &ProxyOptions) -> String {
     let mut s = format!(
-        "id = \"p1\"\nedge = \"test\"\ndomains = [\"sipedge.local\"]\npstn_pattern = \"+?[0-9]{{5,}}\"\n\
+        "id = \"p1\"\nedge = \"{}\"\ndomains = [\"sipedge.local\"]\npstn_pattern = \"+?[0-9]{{5,}}\"\n\
          [listen]\nudp = \"127.0.0.1:0\"\ntcp = \"127.0.0.1:0\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [auth]\nnonce_secret = \"sipedge-test-nonce-secret-0123\"\nnonce_lifetime = \"{}s\"\n\
          challenge_order = [\"MD5\", \"SHA-256\"]\n\
          [auth.ban]\nip_max_failures = {}\nuser_max_failures = 0\n\
          [timers]\nt1 = \"100ms\"\nt2 = \"400ms\"\nt4 = \"500ms\"\ntrying_delay = \"0ms\"\n",
-        opts.nonce_lifetime_s, opts.ip_max_failures
+        opts.edge, opts.nonce_lifetime_s, opts.ip_max_failures
     );
     if let Some(c) = &opts.cdr {
         s.push_str(&format!("[cdr]\nfile = {:?}\n", c.display().to_string()));
@@ -129,6 +132,110 @@ impl Stack {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.lb.stop().await?;
         self.proxy.stop().await
+    }
+
+    /// Waits (bounded) until the proxy's registration gauge for `edge`
+    /// reaches `n`; false on timeout.
+    pub async fn wait_registrations(&self, edge: &str, n: u64, limit: Duration) -> bool {
+        let Some(admin) = self.proxy.addrs.admin else {
+            return false;
+        };
+        let url = format!("http://{admin}/metrics");
+        let want = format!("sipedge_proxy_registrations_active{{edge=\"{edge}\"}} ");
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(&url).await {
+                let text = r.text().await.unwrap_or_default();
+                let v = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&want))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                if v >= n as f64 {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// How a stand-in gateway answers INVITEs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayMode {
+    /// 100, then this final status.
+    Fail(u16),
+    /// 100, 180, 200 (Contact, Record-Route copied); 200 to BYE.
+    Answer,
+}
+
+/// A UDP stand-in for a PSTN gateway that records the methods it receives.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Methods received, in order.
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Binds 127.0.0.1:0 and answers as `mode` says.
+    pub async fn start(mode: GatewayMode) -> anyhow::Result<Gateway> {
+        use sipedge_shared::sip::{build_response, HeaderName, Limits, Message};
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let addr = sock.local_addr()?;
+        let gw = Gateway {
+            addr,
+            received: Default::default(),
+        };
+        let rec = gw.received.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let data = bytes::Bytes::copy_from_slice(&buf[..n]);
+                let Ok(m) = Message::parse_datagram(data, &Limits::default()) else {
+                    continue;
+                };
+                if !m.is_request() {
+                    continue;
+                }
+                let method = m.method_str().to_string();
+                rec.lock().expect("test lock").push(method.clone());
+                let contact = format!("<sip:gw@{addr}>");
+                let rr: Vec<String> = m
+                    .header_entries()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| h.name == HeaderName::RecordRoute)
+                    .map(|(i, _)| m.header_unfolded(i).into_owned())
+                    .collect();
+                let mut ok_extra: Vec<(&str, &str)> = vec![("Contact", contact.as_str())];
+                ok_extra.extend(rr.iter().map(|v| ("Record-Route", v.as_str())));
+                let replies = match (method.as_str(), mode) {
+                    ("ACK", _) => vec![],
+                    ("INVITE", GatewayMode::Fail(s)) => vec![
+                        build_response(&m, 100, "Trying", None, &[]),
+                        build_response(&m, s, "Gateway Failure", Some("gw"), &[]),
+                    ],
+                    ("INVITE", GatewayMode::Answer) => vec![
+                        build_response(&m, 100, "Trying", None, &[]),
+                        build_response(&m, 180, "Ringing", Some("gw"), &ok_extra),
+                        build_response(&m, 200, "OK", Some("gw"), &ok_extra),
+                    ],
+                    _ => vec![build_response(&m, 200, "OK", Some("gw"), &[])],
+                };
+                for r in replies {
+                    let _ = sock.send_to(&r, from).await;
+                }
+            }
+        });
+        Ok(gw)
+    }
+
+    /// The methods received so far.
+    pub fn methods(&self) -> Vec<String> {
+        self.received.lock().expect("test lock").clone()
     }
 }
 

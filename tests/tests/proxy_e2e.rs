@@ -22,18 +22,173 @@ async fn register_with_digest_through_lb() {
         } else {
             stack.tcp()
         };
-        let r = Sipp::new("register.xml", target, transport, "alice")
-            .arg("-au")
-            .arg("alice")
-            .arg("-ap")
-            .arg("alice-secret")
-            .arg("-auth_uri")
-            .arg("sipedge.local")
-            .run(dir.path())
-            .await
-            .expect("sipp ran");
+        let r = as_alice(
+            Sipp::new("register.xml", target, transport, "alice"),
+            "alice-secret",
+            "sipedge.local",
+        )
+        .run(dir.path())
+        .await
+        .expect("sipp ran");
         assert_eq!(r.code, Some(0), "{transport}: {}", show(&r));
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
     stack.stop().await.expect("stop");
+}
+
+/// SIPp with alice's credentials (`-au/-ap`) and the digest `uri` SIPp
+/// should use (it defaults to the remote address, not the Request-URI).
+fn as_alice(s: Sipp, password: &str, auth_uri: &str) -> Sipp {
+    s.arg("-au")
+        .arg("alice")
+        .arg("-ap")
+        .arg(password)
+        .arg("-auth_uri")
+        .arg(auth_uri)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_gets_401_then_403() {
+    if !sipp_or_skip("wrong_password_gets_401_then_403") {
+        return;
+    }
+    let opts = ProxyOptions {
+        ip_max_failures: 3,
+        ..ProxyOptions::default()
+    };
+    let stack = Stack::start(&opts).await.expect("stack");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = as_alice(
+        Sipp::new("register_wrong.xml", stack.udp(), "u1", "alice"),
+        "not-the-password",
+        "sipedge.local",
+    )
+    .run(dir.path())
+    .await
+    .expect("sipp ran");
+    assert_eq!(r.code, Some(0), "{}", show(&r));
+    // Banned now: even the right password is refused.
+    let r = as_alice(
+        Sipp::new("register.xml", stack.udp(), "u1", "alice"),
+        "alice-secret",
+        "sipedge.local",
+    )
+    .run(dir.path())
+    .await
+    .expect("sipp ran");
+    assert_ne!(r.code, Some(0), "a banned source must not register");
+    assert!(r.log.contains("403"), "{}", show(&r));
+    stack.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_nonce_gets_stale_true() {
+    if !sipp_or_skip("expired_nonce_gets_stale_true") {
+        return;
+    }
+    let opts = ProxyOptions {
+        nonce_lifetime_s: 10,
+        ..ProxyOptions::default()
+    };
+    let stack = Stack::start(&opts).await.expect("stack");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut sipp = as_alice(
+        Sipp::new("register_stale.xml", stack.udp(), "u1", "alice"),
+        "alice-secret",
+        "sipedge.local",
+    );
+    sipp.timeout = Duration::from_secs(30);
+    let r = sipp.run(dir.path()).await.expect("sipp ran");
+    assert_eq!(r.code, Some(0), "{}", show(&r));
+    stack.stop().await.expect("stop");
+}
+
+/// Bob registers (SIPp `scenario`), waits for the call, alice calls him.
+/// Both SIPp processes share one Call-ID pattern: SIPp maps an incoming
+/// INVITE to a call by Call-ID.
+async fn call_between_registered_uas(transport: &'static str, edge: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cdr = dir.path().join("cdr.jsonl");
+    let opts = ProxyOptions {
+        edge: edge.into(),
+        cdr: Some(cdr.clone()),
+        ..ProxyOptions::default()
+    };
+    let stack = Stack::start(&opts).await.expect("stack");
+    let target = if transport == "u1" {
+        stack.udp()
+    } else {
+        stack.tcp()
+    };
+    let cid = format!("call-%u-{edge}@test");
+    let bob = Sipp::new("uas.xml", target, transport, "bob")
+        .arg("-au")
+        .arg("bob")
+        .arg("-ap")
+        .arg("bob-secret")
+        .arg("-auth_uri")
+        .arg("sipedge.local")
+        .arg("-cid_str")
+        .arg(&cid);
+    let (bob_child, bob_port) = bob.spawn(dir.path()).expect("spawn bob");
+    assert!(
+        stack
+            .wait_registrations(edge, 1, Duration::from_secs(10))
+            .await,
+        "bob did not register"
+    );
+    let alice = as_alice(
+        Sipp::new("uac.xml", target, transport, "bob"),
+        "alice-secret",
+        "bob@sipedge.local",
+    )
+    .arg("-cid_str")
+    .arg(&cid)
+    .run(dir.path())
+    .await
+    .expect("alice ran");
+    let bob = sipedge_tests::proxy_harness::finish(
+        bob_child,
+        bob_port,
+        dir.path(),
+        Duration::from_secs(25),
+    )
+    .await
+    .expect("bob ran");
+    assert_eq!(alice.code, Some(0), "alice: {}", show(&alice));
+    assert_eq!(bob.code, Some(0), "bob: {}", show(&bob));
+    // One CDR line for the call, answered and ended by the BYE.
+    let mut line = None;
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&cdr).unwrap_or_default();
+        if let Some(l) = text.lines().next() {
+            line = Some(l.to_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rec: serde_json::Value =
+        serde_json::from_str(&line.expect("a CDR line")).expect("CDR is JSON");
+    assert_eq!(rec["invite_status"], 200, "{rec}");
+    assert_eq!(rec["bye_status"], 200, "{rec}");
+    assert_eq!(rec["to"], "sip:bob@sipedge.local", "{rec}");
+    assert_eq!(rec["route"], "sip2sip", "{rec}");
+    assert!(rec["answer_ms"].as_u64().is_some(), "{rec}");
+    stack.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_with_bye_over_udp() {
+    if !sipp_or_skip("call_with_bye_over_udp") {
+        return;
+    }
+    call_between_registered_uas("u1", "call-udp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_with_bye_over_tcp() {
+    if !sipp_or_skip("call_with_bye_over_tcp") {
+        return;
+    }
+    call_between_registered_uas("t1", "call-tcp").await;
 }
