@@ -192,3 +192,105 @@ async fn call_with_bye_over_tcp() {
     }
     call_between_registered_uas("t1", "call-tcp").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forking_to_two_contacts() {
+    if !sipp_or_skip("forking_to_two_contacts") {
+        return;
+    }
+    let edge = "fork";
+    let opts = ProxyOptions {
+        edge: edge.into(),
+        ..ProxyOptions::default()
+    };
+    let stack = Stack::start(&opts).await.expect("stack");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cid = format!("call-%u-{edge}@test");
+    let bob = |scenario: &str| {
+        Sipp::new(scenario, stack.udp(), "u1", "bob")
+            .arg("-au")
+            .arg("bob")
+            .arg("-ap")
+            .arg("bob-secret")
+            .arg("-auth_uri")
+            .arg("sipedge.local")
+            .arg("-cid_str")
+            .arg(&cid)
+    };
+    // Two contacts for bob: one answers after ringing, one only rings.
+    let (answerer, a_port) = bob("uas.xml").spawn(dir.path()).expect("spawn");
+    let (ringer, r_port) = bob("uas_ring.xml").spawn(dir.path()).expect("spawn");
+    assert!(
+        stack
+            .wait_registrations(edge, 2, Duration::from_secs(10))
+            .await,
+        "both contacts must register"
+    );
+    let alice = as_alice(
+        Sipp::new("uac.xml", stack.udp(), "u1", "bob"),
+        "alice-secret",
+        "bob@sipedge.local",
+    )
+    .arg("-cid_str")
+    .arg(&cid)
+    .run(dir.path())
+    .await
+    .expect("alice ran");
+    let limit = Duration::from_secs(25);
+    let harness = sipedge_tests::proxy_harness::finish;
+    let answerer = harness(answerer, a_port, dir.path(), limit)
+        .await
+        .expect("ran");
+    let ringer = harness(ringer, r_port, dir.path(), limit)
+        .await
+        .expect("ran");
+    assert_eq!(alice.code, Some(0), "alice: {}", show(&alice));
+    assert_eq!(answerer.code, Some(0), "answerer: {}", show(&answerer));
+    // The ringing contact was CANCELled (its scenario expects the CANCEL).
+    assert_eq!(ringer.code, Some(0), "ringer: {}", show(&ringer));
+    stack.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pstn_prefix_routing_fails_over_on_503() {
+    if !sipp_or_skip("pstn_prefix_routing_fails_over_on_503") {
+        return;
+    }
+    use sipedge_tests::proxy_harness::{Gateway, GatewayMode};
+    let down = Gateway::start(GatewayMode::Fail(503)).await.expect("gw");
+    let up = Gateway::start(GatewayMode::Answer).await.expect("gw");
+    let other = Gateway::start(GatewayMode::Answer).await.expect("gw");
+    let opts = ProxyOptions {
+        edge: "pstn".into(),
+        gateway_groups: vec![
+            ("de".into(), vec!["49".into()], vec![other.addr]),
+            (
+                "de-berlin".into(),
+                vec!["4930".into()],
+                vec![down.addr, up.addr],
+            ),
+        ],
+        ..ProxyOptions::default()
+    };
+    let stack = Stack::start(&opts).await.expect("stack");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let number = "+4930123456";
+    let alice = as_alice(
+        Sipp::new("uac.xml", stack.udp(), "u1", number),
+        "alice-secret",
+        &format!("{number}@sipedge.local"),
+    )
+    .run(dir.path())
+    .await
+    .expect("alice ran");
+    assert_eq!(alice.code, Some(0), "alice: {}", show(&alice));
+    // Longest prefix (4930) chose the Berlin group; its first gateway's 503
+    // moved the call to the second, which saw the whole dialog.
+    assert_eq!(down.methods(), ["INVITE", "ACK"], "failed gateway");
+    assert_eq!(up.methods(), ["INVITE", "ACK", "BYE"], "answering gateway");
+    assert!(
+        other.methods().is_empty(),
+        "shorter prefix must not be used"
+    );
+    stack.stop().await.expect("stop");
+}
