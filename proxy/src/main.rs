@@ -49,7 +49,11 @@ fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sipedge-proxy: {e:#}");
+            // A config error already names file, key and cause in one line.
+            match e.downcast_ref::<sipedge_shared::config::ConfigError>() {
+                Some(c) => eprintln!("sipedge-proxy: {c}"),
+                None => eprintln!("sipedge-proxy: {e:#}"),
+            }
             std::process::ExitCode::FAILURE
         }
     }
