@@ -25,6 +25,9 @@ pub struct ProxyOptions {
     pub cdr: Option<PathBuf>,
     /// The `edge` label (tests in one binary share the metrics registry).
     pub edge: String,
+    /// Offer MD5 before SHA-256 (SIPp 3.6 reads only the first challenge
+    /// and knows only MD5); false keeps the production order.
+    pub md5_first: bool,
 }
 
 impl Default for ProxyOptions {
@@ -35,6 +38,7 @@ impl Default for ProxyOptions {
             gateway_groups: vec![],
             cdr: None,
             edge: "test".into(),
+            md5_first: true,
         }
     }
 }
@@ -47,10 +51,17 @@ pub fn proxy_toml(opts: &ProxyOptions) -> String {
          [listen]\nudp = \"127.0.0.1:0\"\ntcp = \"127.0.0.1:0\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [auth]\nnonce_secret = \"sipedge-test-nonce-secret-0123\"\nnonce_lifetime = \"{}s\"\n\
-         challenge_order = [\"MD5\", \"SHA-256\"]\n\
+         challenge_order = {}\n\
          [auth.ban]\nip_max_failures = {}\nuser_max_failures = 0\n\
          [timers]\nt1 = \"100ms\"\nt2 = \"400ms\"\nt4 = \"500ms\"\ntrying_delay = \"0ms\"\n",
-        opts.edge, opts.nonce_lifetime_s, opts.ip_max_failures
+        opts.edge,
+        opts.nonce_lifetime_s,
+        if opts.md5_first {
+            "[\"MD5\", \"SHA-256\"]"
+        } else {
+            "[\"SHA-256\", \"MD5\"]"
+        },
+        opts.ip_max_failures
     );
     if let Some(c) = &opts.cdr {
         s.push_str(&format!("[cdr]\nfile = {:?}\n", c.display().to_string()));

@@ -294,3 +294,156 @@ async fn pstn_prefix_routing_fails_over_on_503() {
     );
     stack.stop().await.expect("stop");
 }
+
+/// A request from a fresh UDP socket; its final response (bounded wait).
+async fn ask(
+    to: std::net::SocketAddr,
+    method: &str,
+    ruri: &str,
+    from: &str,
+    extra: &str,
+) -> Option<sipedge_shared::sip::Message> {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+    let me = sock.local_addr().ok()?;
+    let id = format!("{:016x}", rand_id());
+    let msg = format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{id};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <{from}>;tag=t{id}\r\nTo: <{ruri}>\r\nCall-ID: {id}@test\r\n\
+         CSeq: 1 {method}\r\nContact: <sip:u@{me}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    );
+    sock.send_to(msg.as_bytes(), to).await.ok()?;
+    sipedge_tests::lb_harness::recv_final(&sock, Duration::from_secs(3)).await
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_unregistered_and_no_open_relay() {
+    use sipedge_tests::proxy_harness::{Gateway, GatewayMode};
+    let gw = Gateway::start(GatewayMode::Answer).await.expect("gw");
+    let opts = ProxyOptions {
+        edge: "relay".into(),
+        gateway_groups: vec![("all".into(), vec!["".into()], vec![gw.addr])],
+        ..ProxyOptions::default()
+    };
+    let stack = Stack::start(&opts).await.expect("stack");
+    let lb = stack.udp();
+    let stranger = "sip:mallory@evil.example";
+    let bogus = "Proxy-Authorization: Digest username=\"mallory\", realm=\"sipedge.local\", \
+                 nonce=\"x\", uri=\"sip:x@other.example\", response=\"00000000000000000000000000000000\"\r\n";
+    // (method, Request-URI, From, extra headers, expected final status)
+    let table: &[(&str, &str, &str, &str, u16)] = &[
+        // Calls from outside to our users need no credentials.
+        ("INVITE", "sip:nobody@sipedge.local", stranger, "", 404),
+        // carol exists but has no binding.
+        ("INVITE", "sip:carol@sipedge.local", stranger, "", 480),
+        // Beyond us: an INVITE is challenged once ...
+        ("INVITE", "sip:x@other.example", stranger, "", 407),
+        // ... and refused when the credentials are not ours.
+        ("INVITE", "sip:x@other.example", stranger, bogus, 403),
+        // Other methods are refused at once; so is the PSTN.
+        ("MESSAGE", "sip:x@other.example", stranger, "", 403),
+        ("MESSAGE", "sip:+4930123@sipedge.local", stranger, "", 403),
+        // Our own users always authenticate.
+        (
+            "INVITE",
+            "sip:bob@sipedge.local",
+            "sip:alice@sipedge.local",
+            "",
+            407,
+        ),
+        // REGISTER for a foreign domain.
+        ("REGISTER", "sip:other.example", stranger, "", 403),
+    ];
+    for (method, ruri, from, extra, want) in table {
+        let r = ask(lb, method, ruri, from, extra).await;
+        let got = r.as_ref().and_then(|m| m.status());
+        assert_eq!(got, Some(*want), "{method} {ruri} from {from}");
+    }
+    // The proxy alone (no LB) answers OPTIONS pings (sipmon) with 200.
+    let ping = ask(
+        stack.proxy.addrs.udp,
+        "OPTIONS",
+        &format!("sip:{}", stack.proxy.addrs.udp),
+        "sip:sipmon@monitor.local",
+        "",
+    )
+    .await;
+    assert_eq!(ping.and_then(|m| m.status()), Some(200));
+    assert!(gw.methods().is_empty(), "nothing may reach the PSTN");
+    stack.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenges_offer_sha256_first_then_md5() {
+    let opts = ProxyOptions {
+        edge: "sha".into(),
+        md5_first: false,
+        ..ProxyOptions::default()
+    };
+    let stack = Stack::start(&opts).await.expect("stack");
+    let r = ask(
+        stack.udp(),
+        "REGISTER",
+        "sip:sipedge.local",
+        "sip:alice@sipedge.local",
+        "",
+    )
+    .await
+    .expect("a response");
+    assert_eq!(r.status(), Some(401));
+    let challenges: Vec<String> = r
+        .headers()
+        .filter(|(n, _, _)| *n == sipedge_shared::sip::HeaderName::WwwAuthenticate)
+        .map(|(_, _, v)| v.to_string())
+        .collect();
+    assert_eq!(challenges.len(), 2, "{challenges:?}");
+    assert!(
+        challenges[0].contains("algorithm=SHA-256"),
+        "{challenges:?}"
+    );
+    assert!(challenges[1].contains("algorithm=MD5"), "{challenges:?}");
+    assert!(challenges
+        .iter()
+        .all(|c| c.contains("realm=\"sipedge.local\"")));
+    stack.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downstream_503_goes_upstream_as_500() {
+    if !sipp_or_skip("downstream_503_goes_upstream_as_500") {
+        return;
+    }
+    use sipedge_tests::proxy_harness::{Gateway, GatewayMode};
+    let down = Gateway::start(GatewayMode::Fail(503)).await.expect("gw");
+    let opts = ProxyOptions {
+        edge: "five".into(),
+        gateway_groups: vec![("all".into(), vec!["".into()], vec![down.addr])],
+        ..ProxyOptions::default()
+    };
+    let stack = Stack::start(&opts).await.expect("stack");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let number = "4930123456";
+    let alice = as_alice(
+        Sipp::new("uac_500.xml", stack.udp(), "u1", number),
+        "alice-secret",
+        &format!("{number}@sipedge.local"),
+    )
+    .run(dir.path())
+    .await
+    .expect("alice ran");
+    // 500, not 503: the LB must not fail over what we already tried.
+    assert_eq!(alice.code, Some(0), "alice: {}", show(&alice));
+    assert_eq!(down.methods(), ["INVITE", "ACK"]);
+    stack.stop().await.expect("stop");
+}

@@ -58,7 +58,9 @@ enum Decision {
     Reply(u16, &'static str),
     /// Gateways of a group, in order.
     Pstn(Vec<Target>),
-    /// A foreign domain.
+    /// A foreign domain (resolved after authentication).
+    Foreign,
+    /// A foreign domain's next hop.
     Relay(Target),
 }
 
@@ -465,10 +467,40 @@ impl Core {
         } else {
             self.cfg.domains.first().cloned().unwrap_or_default()
         };
+        // A foreign domain is resolved only after authentication (no DNS
+        // work for strangers).
         let decision = if local {
             self.decide_local(&uri, &domain).await
         } else {
-            match uri_addr(&uri) {
+            Decision::Foreign
+        };
+        if let Decision::Reply(503, reason) = decision {
+            self.env.metrics.overload.increment(1);
+            self.reply(&key, 503, reason, &[("Retry-After", "5")]);
+            return;
+        }
+        // Our users always authenticate; anyone else only to reach the PSTN
+        // or a foreign domain (no open relay).
+        let needs_auth = from_local || matches!(decision, Decision::Pstn(_) | Decision::Foreign);
+        if needs_auth {
+            let realm = if from_local {
+                from_domain.as_str()
+            } else {
+                domain.as_str()
+            };
+            // A stranger reaching beyond us gets one challenge for an INVITE,
+            // then 403 (no open relay).
+            let strict = !from_local;
+            if self
+                .authenticate(&msg, &src, &key, realm, strict)
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
+        let decision = match decision {
+            Decision::Foreign => match uri_addr(&uri) {
                 Some(hop) => Decision::Relay(Target {
                     ruri: None,
                     routes: vec![],
@@ -482,26 +514,9 @@ impl Core {
                     }),
                     None => Decision::Reply(404, "Domain Not Resolvable"),
                 },
-            }
+            },
+            d => d,
         };
-        if let Decision::Reply(503, reason) = decision {
-            self.env.metrics.overload.increment(1);
-            self.reply(&key, 503, reason, &[("Retry-After", "5")]);
-            return;
-        }
-        // Our users always authenticate; anyone else only to reach the PSTN
-        // or a foreign domain (no open relay).
-        let needs_auth = from_local || matches!(decision, Decision::Pstn(_) | Decision::Relay(_));
-        if needs_auth {
-            let realm = if from_local {
-                from_domain.as_str()
-            } else {
-                domain.as_str()
-            };
-            if self.authenticate(&msg, &src, &key, realm).await.is_none() {
-                return;
-            }
-        }
         let record_route = matches!(
             method,
             Some(Method::Invite | Method::Subscribe | Method::Refer)
@@ -514,7 +529,7 @@ impl Core {
             to: ruri.to_owned(),
             route: match &decision {
                 Decision::Pstn(_) => "sip2pstn",
-                Decision::Relay(_) => "relay",
+                Decision::Relay(_) | Decision::Foreign => "relay",
                 _ => "sip2sip",
             },
             start: SystemTime::now(),
@@ -524,6 +539,7 @@ impl Core {
             Decision::Reply(status, reason) => self.reply(&key, status, reason, &[]),
             Decision::Local(targets) => self.proxy_to(&key, pops, record_route, targets, call),
             Decision::Relay(t) => self.proxy_to(&key, pops, record_route, vec![t], call),
+            Decision::Foreign => self.reply(&key, 404, "Domain Not Resolvable", &[]),
             Decision::Pstn(mut gws) => {
                 let first = gws.remove(0);
                 {
@@ -704,13 +720,15 @@ impl Core {
     }
 
     /// Authenticates `msg` for `realm`; on failure the answer (401/407, 403,
-    /// 503) is sent and `None` returned.
+    /// 503) is sent and `None` returned. `strict`: instead of a new challenge,
+    /// answer 403 unless this is an INVITE without credentials.
     pub async fn authenticate(
         &self,
         msg: &Message,
         src: &Source,
         key: &ServerKey,
         realm: &str,
+        strict: bool,
     ) -> Option<String> {
         let client = authn::client_addr(msg, src.peer);
         let creds = authn::credentials_for(msg, realm);
@@ -721,8 +739,14 @@ impl Core {
             source_ip: client.ip(),
             realm,
         };
+        let first_try = creds.is_none() && msg.method() == Some(Method::Invite);
         match self.auth.check(input, SystemTime::now()).await {
             AuthOutcome::Authenticated { user } => Some(user),
+            AuthOutcome::Challenge { .. } if strict && !first_try => {
+                self.env.metrics.auth_forbidden.increment(1);
+                self.reply(key, 403, "Relaying Denied", &[]);
+                None
+            }
             AuthOutcome::Challenge {
                 status,
                 header_name,

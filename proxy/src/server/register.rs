@@ -112,7 +112,7 @@ pub async fn handle(core: &Core, msg: &Message, src: &Source, key: &ServerKey) {
         core.reply(key, 403, "Not A Local Domain", &[]);
         return;
     }
-    let Some(user) = core.authenticate(msg, src, key, &domain).await else {
+    let Some(user) = core.authenticate(msg, src, key, &domain, false).await else {
         return;
     };
     let to_user = to.uri.user_unescaped();
