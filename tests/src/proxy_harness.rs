@@ -28,6 +28,8 @@ pub struct ProxyOptions {
     /// Offer MD5 before SHA-256 (SIPp 3.6 reads only the first challenge
     /// and knows only MD5); false keeps the production order.
     pub md5_first: bool,
+    /// `users.db_url` (PostgreSQL) instead of the demo users.
+    pub users_db_url: Option<String>,
 }
 
 impl Default for ProxyOptions {
@@ -39,6 +41,7 @@ impl Default for ProxyOptions {
             cdr: None,
             edge: "test".into(),
             md5_first: true,
+            users_db_url: None,
         }
     }
 }
@@ -63,6 +66,9 @@ pub fn proxy_toml(opts: &ProxyOptions) -> String {
         },
         opts.ip_max_failures
     );
+    if let Some(u) = &opts.users_db_url {
+        s.push_str(&format!("[users]\ndb_url = {u:?}\n"));
+    }
     if let Some(c) = &opts.cdr {
         s.push_str(&format!("[cdr]\nfile = {:?}\n", c.display().to_string()));
     }

@@ -447,3 +447,38 @@ async fn downstream_503_goes_upstream_as_500() {
     assert_eq!(down.methods(), ["INVITE", "ACK"]);
     stack.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_answers_503_so_the_lb_fails_over() {
+    // Nothing listens on port 1: every lookup fails as "unavailable".
+    let opts = ProxyOptions {
+        edge: "storedown".into(),
+        users_db_url: Some("postgres://sipedge@127.0.0.1:1/sipedge".into()),
+        ..ProxyOptions::default()
+    };
+    let stack = Stack::start(&opts).await.expect("stack");
+    let stranger = "sip:mallory@evil.example";
+    let direct = ask(
+        stack.proxy.addrs.udp,
+        "INVITE",
+        "sip:carol@sipedge.local",
+        stranger,
+        "",
+    )
+    .await
+    .expect("a response");
+    assert_eq!(direct.status(), Some(503));
+    assert!(direct.find_str("Retry-After").is_some());
+    // Through the LB: its only proxy said 503, so it answers 500 itself.
+    let via_lb = ask(
+        stack.udp(),
+        "INVITE",
+        "sip:carol@sipedge.local",
+        stranger,
+        "",
+    )
+    .await
+    .expect("a response");
+    assert_eq!(via_lb.status(), Some(500));
+    stack.stop().await.expect("stop");
+}

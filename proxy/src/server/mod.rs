@@ -822,3 +822,31 @@ impl Core {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_and_route_addresses() {
+        let table: &[(&str, Option<&str>)] = &[
+            ("sip:bob@192.0.2.1:5062", Some("192.0.2.1:5062")),
+            ("sip:bob@192.0.2.1", Some("192.0.2.1:5060")),
+            (
+                "sip:[2001:db8::1]:5070;transport=tcp",
+                Some("[2001:db8::1]:5070"),
+            ),
+            ("sip:localhost:5071", Some("127.0.0.1:5071")),
+            ("sip:bob@example.com", None),
+        ];
+        for (uri, want) in table {
+            let got = Uri::parse(uri).ok().as_ref().and_then(uri_addr);
+            assert_eq!(got.map(|a| a.to_string()).as_deref(), *want, "{uri}");
+        }
+        assert_eq!(
+            route_addr("<sip:TOK@10.0.0.1:5080;lr;ob>").map(|a| a.to_string()),
+            Some("10.0.0.1:5080".into())
+        );
+        assert_eq!(route_addr("not a route"), None);
+    }
+}

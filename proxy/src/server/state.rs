@@ -409,16 +409,21 @@ impl State {
                 self.respond_bytes(env, &sk, status, up, out);
             }
             Verdict::SendBest { branch, status } => {
+                // The LB fails over on 408 as on 503; a callee or gateway
+                // that timed out is no reason to try another proxy.
+                let status = upstream_status(status);
                 let held = ctx.branches.get(branch).and_then(|b| b.final_msg.clone());
                 let up = match held {
-                    Some(m) if status != 500 => Message::parse_datagram(m, &env.limits)
-                        .ok()
-                        .and_then(|m| pop_via(&m)),
+                    Some(m) if !matches!(status, 500 | 480) => {
+                        Message::parse_datagram(m, &env.limits)
+                            .ok()
+                            .and_then(|m| pop_via(&m))
+                    }
                     _ => None,
                 };
                 let up = up.unwrap_or_else(|| {
                     let reason = match status {
-                        408 => "Request Timeout",
+                        480 => "Temporarily Unavailable",
                         500 => "Server Internal Error",
                         _ => "Failed",
                     };
@@ -529,6 +534,16 @@ impl State {
     }
 }
 
+/// The status sent upstream for the best response `status` (already
+/// 503 → 500 by §16.7 step 6): a timeout (408) becomes 480, because the LB
+/// would fail over on a 408 to a proxy that knows no more than we do.
+pub fn upstream_status(status: u16) -> u16 {
+    match status {
+        408 => 480,
+        s => s,
+    }
+}
+
 fn write_cdr(env: &Env, req: &Message, c: CallInfo, invite_status: u16, bye_status: Option<u16>) {
     let end = SystemTime::now();
     let duration_s = c
@@ -547,4 +562,34 @@ fn write_cdr(env: &Env, req: &Message, c: CallInfo, invite_status: u16, bye_stat
         invite_status,
         bye_status,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_statuses() {
+        for (best, up) in [(408, 480), (500, 500), (486, 486), (603, 603), (404, 404)] {
+            assert_eq!(upstream_status(best), up, "{best}");
+        }
+    }
+
+    #[test]
+    fn stateless_branch_is_deterministic() {
+        let m = |branch: &str| {
+            Message::parse_datagram(
+                Bytes::from(format!(
+                    "ACK sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch={branch}\r\nFrom: <sip:a@h>;tag=1\r\n\
+                     To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+                )),
+                &Limits::default(),
+            )
+            .expect("parses")
+        };
+        let a = stateless_branch(&m("z9hG4bK1"));
+        assert_eq!(a, stateless_branch(&m("z9hG4bK1")));
+        assert_ne!(a, stateless_branch(&m("z9hG4bK2")));
+        assert!(a.starts_with("z9hG4bK"));
+    }
 }
