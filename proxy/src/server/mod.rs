@@ -38,6 +38,9 @@ use crate::transaction::{
 use crate::users::SubscriberStore;
 use state::{random_token, stateless_branch, CallInfo, Ctx, Dest, Env, Out, State, Target};
 
+/// Timer C (RFC 3261 §16.6 step 11: "greater than 3 minutes").
+pub const TIMER_C: std::time::Duration = std::time::Duration::from_secs(181);
+
 /// Where a request came from.
 #[derive(Debug, Clone, Copy)]
 pub struct Source {
@@ -808,6 +811,7 @@ impl Core {
                 st.on_timeout(&self.env, now, &mut out);
                 if now.duration_since(last_purge) >= std::time::Duration::from_secs(5) {
                     st.expire_dialogs(now, std::time::Duration::from_secs(86_400));
+                    st.timer_c(&self.env, now, TIMER_C, &mut out);
                 }
             }
             self.flush(out);

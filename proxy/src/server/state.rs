@@ -81,6 +81,8 @@ pub struct CallInfo {
 
 struct Branch {
     key: ClientKey,
+    /// Sent, or last provisional (timer C restarts on each, §16.7 step 2).
+    timer_c_from: Instant,
     /// The forwarded request (for its CANCEL).
     request: Message,
     next_hop: SocketAddr,
@@ -318,6 +320,7 @@ impl State {
         let idx = ctx.fork.add_branch();
         ctx.branches.push(Branch {
             key: ck.clone(),
+            timer_c_from: now,
             request: fwd,
             next_hop: t.next_hop,
             routes: t.routes,
@@ -370,6 +373,9 @@ impl State {
         }
         let (verdict, cancel) = ctx.fork.on_response(idx, status);
         if let Some(b) = ctx.branches.get_mut(idx) {
+            if (101..200).contains(&status) {
+                b.timer_c_from = Instant::now();
+            }
             if status >= 200 && b.final_msg.is_none() {
                 b.final_msg = message.clone();
             }
@@ -453,7 +459,6 @@ impl State {
     /// CANCELs every branch of `sk` that has had a provisional response
     /// (§9.1: not before one); later provisionals trigger it again.
     pub fn cancel_pending(&mut self, env: &Env, sk: &ServerKey, out: &mut Out) {
-        let now = Instant::now();
         let Some(ctx) = self.ctxs.get_mut(sk) else {
             return;
         };
@@ -474,6 +479,49 @@ impl State {
                 cancels.push((b.key.clone(), c, b.next_hop));
             }
         }
+        self.send_cancels(env, cancels, out);
+    }
+
+    /// Timer C (§16.6 step 11): an INVITE branch that has rung for
+    /// `timer_c` without a final response is CANCELled (its 487 then
+    /// counts as that branch's answer).
+    pub fn timer_c(
+        &mut self,
+        env: &Env,
+        now: Instant,
+        timer_c: std::time::Duration,
+        out: &mut Out,
+    ) {
+        let mut cancels = Vec::new();
+        for ctx in self.ctxs.values_mut() {
+            if ctx.request.method() != Some(Method::Invite) {
+                continue;
+            }
+            let pending: Vec<(usize, BranchState)> = ctx.fork.pending().collect();
+            for (i, state) in pending {
+                let Some(b) = ctx.branches.get_mut(i) else {
+                    continue;
+                };
+                let due = now.saturating_duration_since(b.timer_c_from) >= timer_c;
+                if state != BranchState::Proceeding || b.cancel_sent || !due {
+                    continue;
+                }
+                b.cancel_sent = true;
+                if let Some(c) = build::cancel(&b.request) {
+                    cancels.push((b.key.clone(), c, b.next_hop));
+                }
+            }
+        }
+        self.send_cancels(env, cancels, out);
+    }
+
+    fn send_cancels(
+        &mut self,
+        env: &Env,
+        cancels: Vec<(ClientKey, Bytes, SocketAddr)>,
+        out: &mut Out,
+    ) {
+        let now = Instant::now();
         for (invite_key, bytes, hop) in cancels {
             self.table.cancel_sent(now, &invite_key);
             let Ok(ck) = ClientKey::new(invite_key.branch(), "CANCEL") else {
@@ -567,6 +615,182 @@ fn write_cdr(env: &Env, req: &Message, c: CallInfo, invite_status: u16, bye_stat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transaction::{RequestIds, ServerInvite};
+    use sipedge_shared::sip::HeaderName;
+
+    const LB: &str = "10.0.0.1:5080";
+
+    fn env() -> Env {
+        Env {
+            advertise: "127.0.0.1:5071".into(),
+            timers: Timers::default(),
+            metrics: Metrics::new("unit"),
+            cdr: CdrSink::disabled(),
+            limits: Limits::default(),
+        }
+    }
+
+    fn parse(b: &Bytes) -> Message {
+        Message::parse_datagram(b.clone(), &Limits::default()).expect("parses")
+    }
+
+    /// A State with one INVITE server transaction forked to `n` contacts
+    /// behind the LB; returns the forwarded branch requests.
+    fn forked(n: usize) -> (State, Env, ServerKey, Vec<Message>) {
+        let env = env();
+        let mut st = State::default();
+        let invite = Bytes::from_static(
+            b"INVITE sip:bob@sipedge.local SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5080;branch=z9hG4bKlb1\r\n\
+              Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bKua1;rport=5060\r\nMax-Forwards: 69\r\n\
+              From: <sip:alice@sipedge.local>;tag=a\r\nTo: <sip:bob@sipedge.local>\r\nCall-ID: fork1\r\n\
+              CSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n",
+        );
+        let msg = parse(&invite);
+        let via = msg.top_via().expect("via");
+        let key = ServerKey::from_request(&RequestIds {
+            method: "INVITE",
+            branch: via.branch.expect("branch").as_str(),
+            sent_by_host: via.host_str,
+            sent_by_port: via.port,
+        })
+        .expect("key");
+        let (tx, _) = ServerInvite::new(
+            invite.clone(),
+            Bytes::new(),
+            Transport::Unreliable,
+            env.timers,
+            Instant::now(),
+        );
+        let lb: SocketAddr = LB.parse().expect("literal");
+        assert!(st.insert_server(
+            key.clone(),
+            Transaction::ServerInvite(tx),
+            Dest::Udp(lb),
+            Ctx::new(msg, "pt".into())
+        ));
+        if let Some(ctx) = st.ctxs.get_mut(&key) {
+            ctx.record_route = true;
+        }
+        let mut out = Vec::new();
+        for i in 0..n {
+            let t = Target {
+                ruri: Some(format!("sip:bob@192.0.2.{}:5060", i + 1)),
+                routes: vec![format!("<sip:TOK{i}@{LB};lr;ob>")],
+                next_hop: lb,
+            };
+            assert!(st.start_branch(&env, &key, t, &mut out));
+        }
+        let sent: Vec<Message> = out.iter().map(|(_, b)| parse(b)).collect();
+        assert_eq!(sent.len(), n);
+        (st, env, key, sent)
+    }
+
+    /// A response from the contact to branch request `req`, fed like Core::on_response.
+    fn answer(st: &mut State, env: &Env, req: &Message, status: u16) -> Out {
+        let resp = build_response(req, status, "X", Some("callee"), &[]);
+        let m = parse(&resp);
+        let via = m.top_via().expect("via");
+        let key = ClientKey::new(via.branch.expect("branch").as_str(), "INVITE").expect("key");
+        let mut out = Vec::new();
+        let actions = st
+            .table
+            .handle_response(Instant::now(), &key, status, resp)
+            .expect("a branch");
+        for a in actions {
+            st.action(env, &TxKey::Client(key.clone()), a, &mut out);
+        }
+        out
+    }
+
+    fn methods_and_statuses(out: &Out) -> Vec<String> {
+        out.iter()
+            .map(|(_, b)| {
+                let m = parse(b);
+                m.status()
+                    .map_or_else(|| m.method_str().to_owned(), |s| s.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn branches_carry_path_record_route_and_new_via() {
+        let (_, _, _, sent) = forked(2);
+        for (i, m) in sent.iter().enumerate() {
+            assert_eq!(
+                m.request_uri(),
+                Some(format!("sip:bob@192.0.2.{}:5060", i + 1).as_str())
+            );
+            let route = m.values(HeaderName::Route).next().expect("route");
+            assert_eq!(route, format!("<sip:TOK{i}@{LB};lr;ob>"));
+            assert_eq!(
+                m.values(HeaderName::RecordRoute).next(),
+                Some("<sip:127.0.0.1:5071;lr>")
+            );
+            assert_eq!(m.top_via().expect("via").host_str, "127.0.0.1");
+            assert_eq!(m.vias().count(), 3);
+        }
+        assert_ne!(
+            sent[0].top_via().expect("via").branch,
+            sent[1].top_via().expect("via").branch
+        );
+    }
+
+    #[test]
+    fn first_2xx_wins_and_cancels_the_ringing_branch() {
+        let (mut st, env, _, sent) = forked(2);
+        // Branch 0 rings: relayed upstream (our Via popped).
+        let out = answer(&mut st, &env, &sent[0], 180);
+        assert_eq!(methods_and_statuses(&out), ["180"]);
+        assert_eq!(parse(&out[0].1).vias().count(), 2);
+        // Branch 1 answers: 200 upstream, CANCEL to branch 0.
+        let out = answer(&mut st, &env, &sent[1], 200);
+        assert_eq!(methods_and_statuses(&out), ["200", "CANCEL"]);
+        let cancel = parse(&out[1].1);
+        assert_eq!(
+            cancel.top_via().expect("via").branch,
+            sent[0].top_via().expect("via").branch
+        );
+        assert_eq!(
+            cancel.values(HeaderName::Route).next(),
+            Some(format!("<sip:TOK0@{LB};lr;ob>").as_str())
+        );
+        // The dialog remembers the answering contact's Path.
+        let d = st.dialogs.get("fork1").expect("dialog");
+        assert_eq!(d.callee_routes, [format!("<sip:TOK1@{LB};lr;ob>")]);
+        // Branch 0's 487 is ACKed by its transaction and not relayed.
+        let out = answer(&mut st, &env, &sent[0], 487);
+        assert_eq!(methods_and_statuses(&out), ["ACK"]);
+    }
+
+    #[test]
+    fn all_fail_best_goes_up_and_503_becomes_500() {
+        let (mut st, env, _, sent) = forked(2);
+        let out = answer(&mut st, &env, &sent[0], 503);
+        assert_eq!(methods_and_statuses(&out), ["ACK"]);
+        let out = answer(&mut st, &env, &sent[1], 503);
+        assert_eq!(methods_and_statuses(&out), ["ACK", "500"]);
+    }
+
+    #[test]
+    fn timer_c_cancels_a_branch_that_rings_too_long() {
+        let (mut st, env, _, sent) = forked(1);
+        answer(&mut st, &env, &sent[0], 180);
+        let mut out = Vec::new();
+        st.timer_c(
+            &env,
+            Instant::now(),
+            std::time::Duration::from_secs(180),
+            &mut out,
+        );
+        assert!(out.is_empty(), "not yet");
+        st.timer_c(
+            &env,
+            Instant::now() + std::time::Duration::from_secs(200),
+            std::time::Duration::from_secs(180),
+            &mut out,
+        );
+        assert_eq!(methods_and_statuses(&out), ["CANCEL"]);
+    }
 
     #[test]
     fn upstream_statuses() {
