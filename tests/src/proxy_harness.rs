@@ -257,29 +257,12 @@ impl Gateway {
 }
 
 /// Is SIPp usable? Without it a test prints a skip message and passes,
-/// unless `SIPEDGE_REQUIRE_SIPP=1`, then it panics.
+/// unless `SIPEDGE_REQUIRE_SIPP=1` (see [`crate::sipp::sipp_or_skip`]).
 pub fn sipp_or_skip(test: &str) -> bool {
-    let ok = std::process::Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        if std::env::var("SIPEDGE_REQUIRE_SIPP").as_deref() == Ok("1") {
-            panic!("{test}: sipp is not installed and SIPEDGE_REQUIRE_SIPP=1");
-        }
-        eprintln!("{test}: SKIPPED (sipp not installed)");
-    }
-    ok
+    crate::sipp::sipp_or_skip(test).is_some()
 }
 
-/// A scenario file in `tests/sipp/`.
-pub fn scenario(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(name)
-}
+pub use crate::sipp::scenario;
 
 /// A port free for both UDP and TCP on 127.0.0.1 right now (bound, then
 /// released; callers retry on a conflict).

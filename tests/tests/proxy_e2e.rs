@@ -121,7 +121,7 @@ async fn call_between_registered_uas(transport: &'static str, edge: &str) {
         stack.tcp()
     };
     let cid = format!("call-%u-{edge}@test");
-    let bob = Sipp::new("uas.xml", target, transport, "bob")
+    let bob = Sipp::new("call_uas_registered.xml", target, transport, "bob")
         .arg("-au")
         .arg("bob")
         .arg("-ap")
@@ -138,7 +138,7 @@ async fn call_between_registered_uas(transport: &'static str, edge: &str) {
         "bob did not register"
     );
     let alice = as_alice(
-        Sipp::new("uac.xml", target, transport, "bob"),
+        Sipp::new("call_uac_auth.xml", target, transport, "bob"),
         "alice-secret",
         "bob@sipedge.local",
     )
@@ -218,8 +218,12 @@ async fn forking_to_two_contacts() {
             .arg(&cid)
     };
     // Two contacts for bob: one answers after ringing, one only rings.
-    let (answerer, a_port) = bob("uas.xml").spawn(dir.path()).expect("spawn");
-    let (ringer, r_port) = bob("uas_ring.xml").spawn(dir.path()).expect("spawn");
+    let (answerer, a_port) = bob("call_uas_registered.xml")
+        .spawn(dir.path())
+        .expect("spawn");
+    let (ringer, r_port) = bob("call_uas_ring_cancel.xml")
+        .spawn(dir.path())
+        .expect("spawn");
     assert!(
         stack
             .wait_registrations(edge, 2, Duration::from_secs(10))
@@ -227,7 +231,7 @@ async fn forking_to_two_contacts() {
         "both contacts must register"
     );
     let alice = as_alice(
-        Sipp::new("uac.xml", stack.udp(), "u1", "bob"),
+        Sipp::new("call_uac_auth.xml", stack.udp(), "u1", "bob"),
         "alice-secret",
         "bob@sipedge.local",
     )
@@ -276,7 +280,7 @@ async fn pstn_prefix_routing_fails_over_on_503() {
     let dir = tempfile::tempdir().expect("tempdir");
     let number = "+4930123456";
     let alice = as_alice(
-        Sipp::new("uac.xml", stack.udp(), "u1", number),
+        Sipp::new("call_uac_auth.xml", stack.udp(), "u1", number),
         "alice-secret",
         &format!("{number}@sipedge.local"),
     )
@@ -435,7 +439,7 @@ async fn downstream_503_goes_upstream_as_500() {
     let dir = tempfile::tempdir().expect("tempdir");
     let number = "4930123456";
     let alice = as_alice(
-        Sipp::new("uac_500.xml", stack.udp(), "u1", number),
+        Sipp::new("call_uac_auth_500.xml", stack.udp(), "u1", number),
         "alice-secret",
         &format!("{number}@sipedge.local"),
     )
