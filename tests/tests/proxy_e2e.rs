@@ -107,6 +107,16 @@ async fn expired_nonce_gets_stale_true() {
 /// Both SIPp processes share one Call-ID pattern: SIPp maps an incoming
 /// INVITE to a call by Call-ID.
 async fn call_between_registered_uas(transport: &'static str, edge: &str) {
+    call_scenarios(
+        transport,
+        edge,
+        "call_uas_registered.xml",
+        "call_uac_auth.xml",
+    )
+    .await;
+}
+
+async fn call_scenarios(transport: &'static str, edge: &str, callee: &str, caller: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let cdr = dir.path().join("cdr.jsonl");
     let opts = ProxyOptions {
@@ -121,7 +131,7 @@ async fn call_between_registered_uas(transport: &'static str, edge: &str) {
         stack.tcp()
     };
     let cid = format!("call-%u-{edge}@test");
-    let bob = Sipp::new("call_uas_registered.xml", target, transport, "bob")
+    let bob = Sipp::new(callee, target, transport, "bob")
         .arg("-au")
         .arg("bob")
         .arg("-ap")
@@ -138,7 +148,7 @@ async fn call_between_registered_uas(transport: &'static str, edge: &str) {
         "bob did not register"
     );
     let alice = as_alice(
-        Sipp::new("call_uac_auth.xml", target, transport, "bob"),
+        Sipp::new(caller, target, transport, "bob"),
         "alice-secret",
         "bob@sipedge.local",
     )
@@ -155,8 +165,12 @@ async fn call_between_registered_uas(transport: &'static str, edge: &str) {
     )
     .await
     .expect("bob ran");
-    assert_eq!(alice.code, Some(0), "alice: {}", show(&alice));
-    assert_eq!(bob.code, Some(0), "bob: {}", show(&bob));
+    assert!(
+        alice.code == Some(0) && bob.code == Some(0),
+        "alice: {}\n\nbob: {}",
+        show(&alice),
+        show(&bob)
+    );
     // One CDR line for the call, answered and ended by the BYE.
     let mut line = None;
     for _ in 0..100 {
@@ -183,6 +197,20 @@ async fn call_with_bye_over_udp() {
         return;
     }
     call_between_registered_uas("u1", "call-udp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callee_hangs_up_over_udp() {
+    if !sipp_or_skip("callee_hangs_up_over_udp") {
+        return;
+    }
+    call_scenarios(
+        "u1",
+        "hangup",
+        "call_uas_registered_hangup.xml",
+        "call_uac_auth_hungup.xml",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

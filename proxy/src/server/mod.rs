@@ -628,9 +628,10 @@ impl Core {
         }
     }
 
-    /// Next hop of an in-dialog request (§16.4, §16.12): the next Route, or
-    /// the callee's Path for a dialog we created (the caller's LB strips our
-    /// Record-Route), or the Request-URI.
+    /// Next hop of an in-dialog request (§16.4, §16.12): the next Route; or,
+    /// for a dialog we created (the LB strips our Record-Route), the callee's
+    /// Path when the caller sends and the caller's LB Record-Routes when the
+    /// callee does; else the Request-URI.
     async fn in_dialog_target(&self, msg: &Message, pops: &[(usize, usize)]) -> Option<Target> {
         if let Some(route) = self.next_route(msg, pops) {
             return Some(Target {
@@ -642,11 +643,21 @@ impl Core {
         let call_id = msg.call_id().ok()?;
         let dialog = self.lock().dialogs.get(call_id).cloned();
         if let Some(d) = dialog {
-            return Some(Target {
-                ruri: None,
-                routes: d.callee_routes,
-                next_hop: d.callee_hop,
-            });
+            let from_caller = msg.from().ok().and_then(|f| f.tag()) == Some(d.caller_tag.as_str());
+            if from_caller {
+                return Some(Target {
+                    ruri: None,
+                    routes: d.callee_routes,
+                    next_hop: d.callee_hop,
+                });
+            }
+            if let Some(hop) = d.caller_routes.first().and_then(|r| route_addr(r)) {
+                return Some(Target {
+                    ruri: None,
+                    routes: d.caller_routes,
+                    next_hop: hop,
+                });
+            }
         }
         let uri = Uri::parse(msg.request_uri()?).ok()?;
         match uri_addr(&uri) {

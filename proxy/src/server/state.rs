@@ -130,10 +130,17 @@ impl Ctx {
     }
 }
 
-/// A dialog we forwarded to a registered callee: how to reach the callee
-/// again (the LB strips our Record-Route from the caller's requests).
+/// A dialog we forwarded: how to reach each side again. The LB strips our
+/// Record-Route from in-dialog requests (it only trusts its own entries), so
+/// they reach us without a Route and we route them from here.
 #[derive(Debug, Clone)]
 pub struct Dialog {
+    /// The From tag of the dialog-creating request: requests carrying it
+    /// come from the caller.
+    pub caller_tag: String,
+    /// The Record-Route entries the request arrived with (the caller's LB),
+    /// which lead back to the caller, in order.
+    pub caller_routes: Vec<String>,
     /// The callee's Path, as Route values.
     pub callee_routes: Vec<String>,
     /// The first hop toward the callee.
@@ -399,7 +406,18 @@ impl State {
                         env.metrics.call(CallOutcome::Answered);
                     }
                     let b = &ctx.branches[idx];
+                    let req = &ctx.request;
                     let entry = self.dialogs.entry(call_id).or_insert_with(|| Dialog {
+                        caller_tag: req
+                            .from()
+                            .ok()
+                            .and_then(|f| f.tag())
+                            .unwrap_or("")
+                            .to_owned(),
+                        caller_routes: req
+                            .values(HeaderName::RecordRoute)
+                            .map(str::to_owned)
+                            .collect(),
                         callee_routes: b.routes.clone(),
                         callee_hop: b.next_hop,
                         created: Instant::now(),
@@ -616,7 +634,6 @@ fn write_cdr(env: &Env, req: &Message, c: CallInfo, invite_status: u16, bye_stat
 mod tests {
     use super::*;
     use crate::transaction::{RequestIds, ServerInvite};
-    use sipedge_shared::sip::HeaderName;
 
     const LB: &str = "10.0.0.1:5080";
 
