@@ -544,3 +544,23 @@ async fn store_down_answers_503_so_the_lb_fails_over() {
     assert_eq!(via_lb.status(), Some(500));
     stack.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_brief_registration_gets_423() {
+    if !sipp_or_skip("too_brief_registration_gets_423") {
+        return;
+    }
+    let stack = Stack::start(&ProxyOptions::default()).await.expect("stack");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = as_alice(
+        Sipp::new("register_brief.xml", stack.udp(), "u1", "alice"),
+        "alice-secret",
+        "sipedge.local",
+    )
+    .run(dir.path())
+    .await
+    .expect("sipp ran");
+    assert_eq!(r.code, Some(0), "{}", show(&r));
+    assert!(r.log.contains("Min-Expires: 60"), "{}", show(&r));
+    stack.stop().await.expect("stop");
+}
