@@ -432,6 +432,24 @@ async fn unknown_unregistered_and_no_open_relay() {
         let got = r.as_ref().and_then(|m| m.status());
         assert_eq!(got, Some(*want), "{method} {ruri} from {from}");
     }
+    // Straight to the proxy (the LB would strip it): a pre-loaded Route
+    // is no way around authentication either.
+    let steer = "Route: <sip:192.0.2.66:5060;lr>\r\n";
+    for (method, want) in [("INVITE", 407), ("MESSAGE", 403)] {
+        let r = ask(
+            stack.proxy.addrs.udp,
+            method,
+            "sip:bob@sipedge.local",
+            stranger,
+            steer,
+        )
+        .await;
+        assert_eq!(
+            r.and_then(|m| m.status()),
+            Some(want),
+            "{method} with Route"
+        );
+    }
     // The proxy alone (no LB) answers OPTIONS pings (sipmon) with 200.
     let ping = ask(
         stack.proxy.addrs.udp,

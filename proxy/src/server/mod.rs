@@ -426,27 +426,29 @@ impl Core {
             self.reply(&key, 416, "Unsupported URI Scheme", &[]);
             return;
         };
-        // A Route beyond ours: follow it (loose routing, §16.4 / §16.6 step 6).
-        if let Some(route) = self.next_route(&msg, &pops) {
-            let Some(hop) = route_addr(route) else {
-                self.reply(&key, 404, "Route Not Resolvable", &[]);
-                return;
-            };
-            let t = Target {
-                ruri: None,
-                routes: vec![],
-                next_hop: hop,
-            };
-            self.proxy_to(&key, pops, false, vec![t], None);
-            return;
-        }
-        if method == Some(Method::Register) {
+        // A Route beyond ours: follow it (loose routing, §16.4 / §16.6 step
+        // 6), but only for someone we authenticate (no relay by Route).
+        let routed = match self.next_route(&msg, &pops) {
+            None => None,
+            Some(route) => match route_addr(route) {
+                Some(hop) => Some(Target {
+                    ruri: None,
+                    routes: vec![],
+                    next_hop: hop,
+                }),
+                None => {
+                    self.reply(&key, 404, "Route Not Resolvable", &[]);
+                    return;
+                }
+            },
+        };
+        if method == Some(Method::Register) && routed.is_none() {
             register::handle(&self, &msg, &src, &key).await;
             return;
         }
         let host = uri.host_str.to_ascii_lowercase();
         let local = self.is_local_domain(&host) || self.is_us(&uri);
-        if method == Some(Method::Options) && uri.user.is_none() && local {
+        if method == Some(Method::Options) && uri.user.is_none() && local && routed.is_none() {
             self.reply(
                 &key,
                 200,
@@ -472,10 +474,10 @@ impl Core {
         };
         // A foreign domain is resolved only after authentication (no DNS
         // work for strangers).
-        let decision = if local {
-            self.decide_local(&uri, &domain).await
-        } else {
-            Decision::Foreign
+        let decision = match routed {
+            Some(t) => Decision::Relay(t),
+            None if local => self.decide_local(&uri, &domain).await,
+            None => Decision::Foreign,
         };
         if let Decision::Reply(503, reason) = decision {
             self.env.metrics.overload.increment(1);
@@ -484,7 +486,11 @@ impl Core {
         }
         // Our users always authenticate; anyone else only to reach the PSTN
         // or a foreign domain (no open relay).
-        let needs_auth = from_local || matches!(decision, Decision::Pstn(_) | Decision::Foreign);
+        let needs_auth = from_local
+            || matches!(
+                decision,
+                Decision::Pstn(_) | Decision::Foreign | Decision::Relay(_)
+            );
         if needs_auth {
             let realm = if from_local {
                 from_domain.as_str()
