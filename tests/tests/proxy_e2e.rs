@@ -582,3 +582,22 @@ async fn too_brief_registration_gets_423() {
     assert!(r.log.contains("Min-Expires: 60"), "{}", show(&r));
     stack.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_must_match_the_credentials() {
+    if !sipp_or_skip("from_must_match_the_credentials") {
+        return;
+    }
+    let stack = Stack::start(&ProxyOptions::default()).await.expect("stack");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = as_alice(
+        Sipp::new("call_uac_spoofed_from.xml", stack.udp(), "u1", "bob"),
+        "alice-secret",
+        "bob@sipedge.local",
+    )
+    .run(dir.path())
+    .await
+    .expect("sipp ran");
+    assert_eq!(r.code, Some(0), "{}", show(&r));
+    stack.stop().await.expect("stop");
+}

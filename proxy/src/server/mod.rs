@@ -500,11 +500,15 @@ impl Core {
             // A stranger reaching beyond us gets one challenge for an INVITE,
             // then 403 (no open relay).
             let strict = !from_local;
-            if self
-                .authenticate(&msg, &src, &key, realm, strict)
-                .await
-                .is_none()
-            {
+            let Some(user) = self.authenticate(&msg, &src, &key, realm, strict).await else {
+                return;
+            };
+            // Our users speak as themselves: the From user must be the one
+            // whose credentials we checked.
+            let from_user = msg.from().ok().map(|f| f.uri.user_unescaped().into_owned());
+            if from_local && from_user.as_deref() != Some(user.as_str()) {
+                self.env.metrics.auth_forbidden.increment(1);
+                self.reply(&key, 403, "From Does Not Match Credentials", &[]);
                 return;
             }
         }
