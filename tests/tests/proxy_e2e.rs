@@ -450,6 +450,16 @@ async fn unknown_unregistered_and_no_open_relay() {
             "{method} with Route"
         );
     }
+    // A CANCEL matching no INVITE.
+    let r = ask(
+        stack.proxy.addrs.udp,
+        "CANCEL",
+        "sip:bob@sipedge.local",
+        stranger,
+        "",
+    )
+    .await;
+    assert_eq!(r.and_then(|m| m.status()), Some(481));
     // The proxy alone (no LB) answers OPTIONS pings (sipmon) with 200.
     let ping = ask(
         stack.proxy.addrs.udp,

@@ -289,22 +289,50 @@ impl Core {
                 return;
             }
             Some(Method::Cancel) => {
+                // §9.2/§16.10: the CANCEL gets its own (non-INVITE) server
+                // transaction, so its retransmissions get the same answer.
                 {
                     let mut st = self.lock();
-                    match st.table.cancel_target(&key) {
-                        Some(target) => {
-                            self.stateless_reply(&msg, &src, 200, "OK", &[]);
-                            st.cancel_from_upstream(&self.env, &target, &mut out);
+                    let k = crate::transaction::TxKey::Server(key.clone());
+                    if let Some(actions) =
+                        st.table
+                            .handle_request(now, &key, false, msg.bytes().clone())
+                    {
+                        for a in actions {
+                            st.action(&self.env, &k, a, &mut out);
                         }
-                        None => self.stateless_reply(
-                            &msg,
-                            &src,
-                            481,
-                            "Call/Transaction Does Not Exist",
-                            &[],
-                        ),
+                    } else {
+                        let (tx, _) = ServerNonInvite::new(
+                            msg.bytes().clone(),
+                            src.transport,
+                            self.env.timers,
+                        );
+                        let ctx = Ctx::new(msg.clone(), random_token("px"));
+                        let target = st.table.cancel_target(&key);
+                        if st.insert_server(
+                            key.clone(),
+                            Transaction::ServerNonInvite(tx),
+                            src.dest,
+                            ctx,
+                        ) {
+                            match target {
+                                Some(invite) => {
+                                    st.respond(&self.env, &key, 200, "OK", &[], &mut out);
+                                    st.cancel_from_upstream(&self.env, &invite, &mut out);
+                                }
+                                None => st.respond(
+                                    &self.env,
+                                    &key,
+                                    481,
+                                    "Call/Transaction Does Not Exist",
+                                    &[],
+                                    &mut out,
+                                ),
+                            }
+                        }
                     }
                 }
+                self.wake.notify_one();
                 self.flush(out);
                 return;
             }
