@@ -297,6 +297,17 @@ async fn tcp_register_gets_a_path_and_requests_follow_the_flow_then_430() {
     };
     assert_eq!(got.call_id().ok(), Some("toward-user"));
     assert_eq!(got.count(HeaderName::Route), 0, "our Path entry popped");
+    // The callee's route set starts at our outer face, then the inner one.
+    let rrs: Vec<String> = got
+        .values(HeaderName::RecordRoute)
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(rrs.len(), 2, "{rrs:?}");
+    assert!(
+        rrs[0].contains("transport=tcp"),
+        "outer face on top: {rrs:?}"
+    );
+    assert!(rrs[1].contains(&lb.addrs.internal.to_string()), "{rrs:?}");
 
     // The client goes away: the next request through the Path gets 430.
     drop(tcp);

@@ -73,7 +73,7 @@ pub fn flow_token(core: &Core, flow: &FlowId) -> Option<String> {
 
 /// True for requests that create a dialog (RFC 3261 §12, RFC 6665, RFC 3515)
 /// when sent outside one.
-fn creates_dialog(msg: &Message) -> bool {
+pub fn creates_dialog(msg: &Message) -> bool {
     matches!(
         msg.method(),
         Some(Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)

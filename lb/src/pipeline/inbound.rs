@@ -21,6 +21,7 @@ use sipedge_shared::flow_token::{FlowToken, Transport};
 use sipedge_shared::sip::{build_response, Editor, HeaderName, Message, Method, NameAddr};
 use smallvec::SmallVec;
 
+use super::forward;
 use super::loop_guard::{self, MaxForwardsEdit};
 use super::route::{self, host_port, P_FLOW};
 use super::{branch_of, local_tag, span_str, Core, Dest, Out};
@@ -201,7 +202,7 @@ pub fn response_from_user(core: &mut Core, msg: &Message) {
 
 /// A request from a proxy: it must carry our Path or Record-Route on top.
 pub fn request_toward_user(core: &mut Core, msg: &Message, from: SocketAddr) {
-    if let Err((status, reason)) = toward_user(core, msg) {
+    if let Err((status, reason)) = toward_user(core, msg, from) {
         if msg.method() == Some(Method::Ack) {
             return;
         }
@@ -219,7 +220,11 @@ pub fn request_toward_user(core: &mut Core, msg: &Message, from: SocketAddr) {
     }
 }
 
-fn toward_user(core: &mut Core, msg: &Message) -> Result<(), (u16, &'static str)> {
+fn toward_user(
+    core: &mut Core,
+    msg: &Message,
+    from: SocketAddr,
+) -> Result<(), (u16, &'static str)> {
     let internal = core.shared.settings.internal.to_string();
     let keys = core.shared.settings.flow_keys.clone();
     // Our entries at the top of the Route set: (header, value) positions.
@@ -298,6 +303,26 @@ fn toward_user(core: &mut Core, msg: &Message) -> Result<(), (u16, &'static str)
         MaxForwardsEdit::Replace(idx, v) => e.replace_value(idx, &v.to_string()),
     }
     remove_values(msg, &mut e, &ours);
+    // On a dialog-creating request toward the user, Record-Route both faces
+    // (outer on top: the user's first hop back is the VIP) so the callee's
+    // in-dialog requests return through the edge to the same proxy instead
+    // of to the proxy's internal address.
+    if forward::creates_dialog(msg) {
+        let snapshot = core.shared.proxies.snapshot();
+        if let Some(proxy) = snapshot.proxies.iter().find(|p| p.addr == from) {
+            let t = match transport {
+                FlowTransport::Udp => None,
+                FlowTransport::Tcp => Some("tcp"),
+                FlowTransport::Tls => Some("tls"),
+            };
+            let s = &core.shared.settings;
+            let outer = forward::record_route(core, &s.advertise, &token, &proxy.id, t);
+            let inner =
+                forward::record_route(core, &s.internal.to_string(), &token, &proxy.id, None);
+            e.insert_top(HeaderName::RecordRoute, &outer);
+            e.insert_top(HeaderName::RecordRoute, &inner);
+        }
+    }
     core.out.push(Out {
         dest: Dest::Flow(flow),
         bytes: e.finish(),
