@@ -73,17 +73,17 @@ const METRICS: &[(&str, bool, &[Metric])] = &[
         ],
     ),
     (
-        "proxy", // records and metrics, issue 4 item 6
-        false,
+        "proxy", // proxy/src/server/metrics.rs
+        true,
         &[
-            ("sipedge_proxy_registrations", Gauge),
+            ("sipedge_proxy_registrations_active", Gauge),
             ("sipedge_proxy_transactions", Gauge),
             ("sipedge_proxy_calls_total", Counter),
         ],
     ),
     (
-        "sipmon", // sipmon/src/monitor.rs, push.rs (branch sipmon)
-        false,
+        "sipmon", // sipmon/src/monitor.rs, push.rs
+        true,
         &[
             ("sipmon_proxy_up", Gauge),
             ("sipmon_probe_rtt_seconds", Histogram),
