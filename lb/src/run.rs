@@ -193,6 +193,9 @@ pub async fn run(
         (None, false) => anyhow::bail!("TLS listeners configured without [tls] cert and key"),
     };
     let carriers = CarrierMap::new(&cfg.carriers).context("carrier map")?;
+    // The recorder must exist before the handles are registered, or they
+    // are no-ops.
+    sipedge_shared::metrics::install();
     let metrics = LbMetrics::new(&settings.edge, carriers.names());
     let proxies = Arc::new(ProxySet::new(
         cfg.static_proxies.clone(),
