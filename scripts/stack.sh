@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# Starts the local stack (1 LB, 3 proxies, 1 sipmon) on loopback.
-set -euo pipefail
-echo "sipedge: the local stack is not assembled yet (see the open local-stack issue)."
-exit 1
+# Starts the local stack (1 LB, 3 proxies, 1 sipmon) on loopback; see
+# deploy/stack/stack.sh. `--demo` also places calls and kills a proxy.
+exec "$(dirname "$0")/../deploy/stack/stack.sh" "$@"
