@@ -461,6 +461,21 @@ async fn every_dashboard_and_rule_expression_returns_data() {
     let mon_admin = sockets.admin.local_addr().expect("sipmon admin");
     let mon_stop = CancellationToken::new();
     let mon = tokio::spawn(sipmon::run(mon_cfg, sockets, mon_stop.clone()));
+    // Calls need the real proxy in the LB's live set: wait for sipmon's push.
+    let proxies_url = format!("http://{}/v1/proxies", lb.addrs.admin);
+    for _ in 0..100 {
+        let live: Value = match client.get(&proxies_url).send().await {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => Value::Null,
+        };
+        let has_p1 = live["live"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|p| p["id"] == "p1"));
+        if has_p1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let proxy_admin = proxy.addrs.admin.expect("proxy admin");
     let rules = repo_root().join("deploy").join("prometheus").join("rules");
