@@ -24,5 +24,6 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub mod lb_harness;
+pub mod promql;
 pub mod proxy_harness;
 pub mod sipp;

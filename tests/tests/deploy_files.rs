@@ -16,6 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sipedge_tests::promql::{dashboard_exprs, panels, parse_rules, Expr};
 use sipedge_tests::repo_root;
 use Kind::{Counter, Gauge, Histogram};
 
@@ -277,74 +278,6 @@ fn next_is_grouping(rest: &str) -> bool {
     })
 }
 
-/// One PromQL expression and where it came from, for messages.
-#[derive(Debug)]
-struct Expr {
-    origin: String,
-    expr: String,
-}
-
-/// The `expr:` values and `record:`/`alert:` names of a Prometheus rules file.
-/// A line-based reader for the subset of YAML rule files use: inline values
-/// (plain or quoted) and block scalars (`|`, `>`, `|-`, `>-`).
-#[derive(Debug, Default)]
-struct RulesFile {
-    exprs: Vec<Expr>,
-    records: Vec<String>,
-    alerts: Vec<String>,
-}
-
-fn unquote(v: &str) -> String {
-    let v = v.trim();
-    if v.len() >= 2
-        && ((v.starts_with('"') && v.ends_with('"')) || (v.starts_with('\'') && v.ends_with('\'')))
-    {
-        v[1..v.len() - 1].to_string()
-    } else {
-        v.to_string()
-    }
-}
-
-fn parse_rules(path: &Path) -> RulesFile {
-    let text = read(path);
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = RulesFile::default();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        let body = line.trim_start().trim_start_matches("- ");
-        let indent = line.len() - line.trim_start().len();
-        i += 1;
-        if let Some(v) = body.strip_prefix("record:") {
-            out.records.push(unquote(v));
-        } else if let Some(v) = body.strip_prefix("alert:") {
-            out.alerts.push(unquote(v));
-        } else if let Some(v) = body.strip_prefix("expr:") {
-            let v = v.trim();
-            let expr = if v.starts_with('|') || v.starts_with('>') {
-                let mut block = Vec::new();
-                while i < lines.len() {
-                    let l = lines[i];
-                    let li = l.len() - l.trim_start().len();
-                    if !l.trim().is_empty() && li <= indent {
-                        break;
-                    }
-                    block.push(l.trim());
-                    i += 1;
-                }
-                block.join(" ")
-            } else {
-                unquote(v)
-            };
-            out.exprs.push(Expr {
-                origin: format!("{}:{}", path.display(), i),
-                expr: expr.trim().to_string(),
-            });
-        }
-    }
-    out
-}
-
 fn rules_files() -> Vec<PathBuf> {
     let v = files(&deploy().join("prometheus").join("rules"), ".yml");
     assert!(!v.is_empty(), "no rules under deploy/prometheus/rules");
@@ -362,35 +295,6 @@ fn dashboards() -> Vec<(PathBuf, Value)> {
         .collect();
     assert!(!v.is_empty(), "no dashboards under deploy/grafana");
     v
-}
-
-/// Every panel of a dashboard, rows' nested panels included.
-fn panels(dash: &Value) -> Vec<&Value> {
-    let mut out = Vec::new();
-    let mut todo: Vec<&Value> = dash["panels"].as_array().into_iter().flatten().collect();
-    while let Some(p) = todo.pop() {
-        todo.extend(p["panels"].as_array().into_iter().flatten());
-        out.push(p);
-    }
-    out
-}
-
-fn dashboard_exprs(path: &Path, dash: &Value) -> Vec<Expr> {
-    let mut out = Vec::new();
-    for p in panels(dash) {
-        for t in p["targets"].as_array().into_iter().flatten() {
-            out.push(Expr {
-                origin: format!(
-                    "{} panel {:?} ref {}",
-                    path.display(),
-                    p["title"],
-                    t["refId"]
-                ),
-                expr: t["expr"].as_str().unwrap_or_default().to_string(),
-            });
-        }
-    }
-    out
 }
 
 /// Metric names in the template variables' `label_values(metric{…}, label)`.
@@ -419,7 +323,7 @@ fn template_metrics(dash: &Value) -> Vec<String> {
 fn all_records() -> BTreeSet<String> {
     rules_files()
         .iter()
-        .flat_map(|p| parse_rules(p).records)
+        .flat_map(|p| parse_rules(p, &read(p)).records)
         .collect()
 }
 
@@ -483,7 +387,7 @@ fn rules_use_only_exported_metrics_and_cover_the_alerts() {
     let mut bad = Vec::new();
     let mut alerts = BTreeSet::new();
     for p in rules_files() {
-        let rf = parse_rules(&p);
+        let rf = parse_rules(&p, &read(&p));
         assert!(!rf.exprs.is_empty(), "{}: no expressions", p.display());
         assert_eq!(
             rf.exprs.len(),
