@@ -31,8 +31,28 @@ use crate::txn::Phase;
 
 /// Our branch on the top Via of a response, if it is ours.
 fn our_branch(msg: &Message) -> Option<Branch> {
+    let idx = msg.find(HeaderName::Via)?;
+    if let Some(b) = msg.header_raw(idx).and_then(own_via_branch) {
+        return Some(b);
+    }
     let via = msg.top_via().ok()?;
     Branch::parse(via.branch?.as_str())
+}
+
+/// The branch of a Via value exactly as `forward::build` writes ours,
+/// `SIP/2.0/UDP sent-by;branch=<ours>[;more][, next]`, without the general
+/// Via parser; anything else is left to the parser (`None`).
+fn own_via_branch(raw: &str) -> Option<Branch> {
+    let rest = raw.strip_prefix("SIP/2.0/UDP ")?;
+    let (sent_by, params) = rest.split_once(';')?;
+    if sent_by.contains([',', ' ', '\t', '\r', '\n']) {
+        return None;
+    }
+    let value = params.strip_prefix("branch=")?;
+    let end = value
+        .find([',', ';', ' ', '\t', '\r', '\n'])
+        .unwrap_or(value.len());
+    Branch::parse(value.get(..end)?)
 }
 
 /// The response without our top Via.
@@ -356,5 +376,36 @@ fn remove_values(msg: &Message, e: &mut Editor<'_>, positions: &[(usize, usize)]
             e.replace_value(idx, &keep.join(", "));
         }
         i += gone.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::branch::BranchInput;
+
+    #[test]
+    fn own_via_fast_path_agrees_with_our_format_and_declines_the_rest() {
+        let b = Branch::compute(&BranchInput::default(), 3);
+        let cases = [
+            (format!("SIP/2.0/UDP 10.0.0.1:5080;branch={b}"), Some(b)),
+            (
+                format!("SIP/2.0/UDP 10.0.0.1:5080;branch={b};received=10.0.0.9"),
+                Some(b),
+            ),
+            (
+                format!("SIP/2.0/UDP [::1]:5080;branch={b}, SIP/2.0/UDP x;branch=z9hG4bK1"),
+                Some(b),
+            ),
+            (format!("SIP/2.0/UDP a, SIP/2.0/UDP b;branch={b}"), None),
+            (format!("SIP/2.0/TCP 10.0.0.1;branch={b}"), None),
+            (format!("SIP/2.0/UDP 10.0.0.1;rport;branch={b}"), None),
+            (format!("SIP/2.0/UDP 10.0.0.1 ;branch={b}"), None),
+            ("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKother".to_string(), None),
+            ("SIP/2.0/UDP 10.0.0.1".to_string(), None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(own_via_branch(&raw), want, "{raw}");
+        }
     }
 }
