@@ -13,11 +13,12 @@
 //!   ... and the "ob" parameter.
 //! ```
 
+use std::collections::HashMap;
 use std::fmt::Write;
 
 use bytes::Bytes;
 use sipedge_shared::flow_token::{sign_params, FlowToken, Transport};
-use sipedge_shared::sip::{Editor, HeaderName, Message, Method};
+use sipedge_shared::sip::{Editor, HeaderName, Message, Method, Via};
 
 use super::loop_guard::{MaxForwardsEdit, DEFAULT_MAX_FORWARDS};
 use super::route::{RouteDecision, P_FLOW, P_PROXY, P_SIG};
@@ -40,6 +41,8 @@ pub struct Ctx<'a, 'm> {
     pub flow: FlowId,
     /// The proxy it goes to (pinned by our Record-Route).
     pub proxy_id: Option<&'a str>,
+    /// The top Via, when the caller has already parsed it.
+    pub top_via: Option<Via<'m>>,
 }
 
 fn transport(t: FlowTransport) -> Transport {
@@ -102,6 +105,44 @@ pub fn record_route(
     v
 }
 
+/// Signed Record-Route pairs (inner, outer face) per flow, then per proxy id.
+pub type RrCache = HashMap<FlowId, Vec<(String, String, String)>>;
+
+/// Flows remembered in [`RrCache`] before it is emptied and refilled.
+const RR_CACHE_FLOWS: usize = 4096;
+
+/// The two signed Record-Routes for a dialog from `flow` pinned to `proxy`.
+///
+/// They depend only on the flow, the proxy and the (fixed) key, so a worker
+/// keeps them: three HMACs per dialog-creating request become a lookup for
+/// every further call on the same flow (a trunk, or one UDP client).
+fn record_routes(core: &Core, flow: &FlowId, proxy: &str) -> Result<(String, String), String> {
+    let mut cache = core.rr_cache.borrow_mut();
+    if let Some(hit) = cache
+        .get(flow)
+        .and_then(|v| v.iter().find(|(p, _, _)| p == proxy))
+    {
+        return Ok((hit.1.clone(), hit.2.clone()));
+    }
+    let token = flow_token(core, flow).ok_or("no flow key")?;
+    let s = &core.shared.settings;
+    let inner = record_route(core, &s.internal.to_string(), &token, proxy, None);
+    let t = match flow.transport {
+        FlowTransport::Udp => None,
+        FlowTransport::Tcp => Some("tcp"),
+        FlowTransport::Tls => Some("tls"),
+    };
+    let outer = record_route(core, &s.advertise, &token, proxy, t);
+    if cache.len() >= RR_CACHE_FLOWS && !cache.contains_key(flow) {
+        cache.clear(); // Bounded: closed connections' entries go too.
+    }
+    cache
+        .entry(*flow)
+        .or_default()
+        .push((proxy.to_string(), inner.clone(), outer.clone()));
+    Ok((inner, outer))
+}
+
 /// Builds the forwarded copy in one pass.
 pub fn build(core: &Core, ctx: &Ctx<'_, '_>) -> Result<Bytes, String> {
     let msg = ctx.msg;
@@ -109,7 +150,10 @@ pub fn build(core: &Core, ctx: &Ctx<'_, '_>) -> Result<Bytes, String> {
     let mut via = String::with_capacity(96);
     let _ = write!(via, "SIP/2.0/UDP {};branch={}", core.sent_by, ctx.branch);
     let vidx = msg.find(HeaderName::Via).ok_or("missing Via")?;
-    let top = msg.top_via().map_err(|e| e.reason())?;
+    let top = match ctx.top_via {
+        Some(v) => v,
+        None => msg.top_via().map_err(|e| e.reason())?,
+    };
     let peer = ctx.flow.peer;
     let ip = peer.ip().to_string();
     if top.host_str.trim_start_matches('[').trim_end_matches(']') != ip {
@@ -144,15 +188,7 @@ pub fn build(core: &Core, ctx: &Ctx<'_, '_>) -> Result<Bytes, String> {
         e.insert_top(HeaderName::Path, &path);
     } else if creates_dialog(msg) {
         if let Some(proxy) = ctx.proxy_id {
-            let token = flow_token(core, &ctx.flow).ok_or("no flow key")?;
-            let s = &core.shared.settings;
-            let inner = record_route(core, &s.internal.to_string(), &token, proxy, None);
-            let t = match ctx.flow.transport {
-                FlowTransport::Udp => None,
-                FlowTransport::Tcp => Some("tcp"),
-                FlowTransport::Tls => Some("tls"),
-            };
-            let outer = record_route(core, &s.advertise, &token, proxy, t);
+            let (inner, outer) = record_routes(core, &ctx.flow, proxy)?;
             e.insert_top(HeaderName::RecordRoute, &inner);
             e.insert_top(HeaderName::RecordRoute, &outer);
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sipedge_shared::sip::{build_response, check_request, Message, Method, Span};
+use sipedge_shared::sip::{build_response, check_request, Message, Method, Span, Via};
 
 use crate::branch::{Branch, BranchInput};
 use crate::context::Shared;
@@ -73,6 +73,8 @@ pub struct Core {
     pub out: Vec<Out>,
     /// Which requests and responses are logged.
     pub(crate) sampler: log::Sampler,
+    /// Signed Record-Route pairs by flow and proxy (see `forward::record_routes`).
+    pub(crate) rr_cache: std::cell::RefCell<forward::RrCache>,
 }
 
 /// Why a request is answered locally.
@@ -105,6 +107,7 @@ impl Core {
             txns,
             out: Vec::with_capacity(8),
             sampler: log::Sampler::new(shared.settings.log_sample),
+            rr_cache: std::cell::RefCell::default(),
             shared,
         }
     }
@@ -200,7 +203,10 @@ impl Core {
         if routes.stripped > 0 {
             cm.routes_stripped.increment(routes.stripped as u64);
         }
-        let branch = branch_of(msg, routes.top_route).map_err(|e| Reject::new(400, e))?;
+        // Parsed once here for the branch and the forwarded copy.
+        let top_via = msg.top_via().map_err(|e| Reject::new(400, e.reason()))?;
+        let branch =
+            branch_of_via(msg, &top_via, routes.top_route).map_err(|e| Reject::new(400, e))?;
         if loop_guard::is_loop(msg, branch.loop_part) {
             cm.loops.increment(1);
             return Err(Reject::new(482, "Loop Detected"));
@@ -225,6 +231,7 @@ impl Core {
                         branch: branch.with_attempt(attempt),
                         flow,
                         proxy_id: None,
+                        top_via: Some(top_via),
                     };
                     let bytes = forward::build(self, &ctx).map_err(|e| Reject::new(400, e))?;
                     self.out.push(Out {
@@ -249,6 +256,7 @@ impl Core {
                     branch: branch.with_attempt(attempt),
                     flow,
                     proxy_id: None,
+                    top_via: Some(top_via),
                 };
                 let bytes = forward::build(self, &ctx).map_err(|e| Reject::new(400, e))?;
                 self.out.push(Out {
@@ -278,6 +286,7 @@ impl Core {
             branch,
             flow,
             proxy_id,
+            top_via: Some(top_via),
         };
         let bytes = forward::build(self, &ctx).map_err(|e| Reject::new(400, e))?;
         self.out.push(Out {
@@ -353,6 +362,7 @@ impl Core {
             branch,
             flow,
             proxy_id,
+            top_via: None,
         };
         if let Ok(bytes) = forward::build(self, &ctx) {
             self.out.push(Out {
@@ -382,6 +392,11 @@ impl Core {
 /// Our branch for a request: the §16.11 inputs read from the message.
 pub fn branch_of(msg: &Message, top_route: &str) -> Result<Branch, String> {
     let via = msg.top_via().map_err(|e| e.reason())?;
+    branch_of_via(msg, &via, top_route)
+}
+
+/// [`branch_of`] with the top Via already parsed.
+pub fn branch_of_via(msg: &Message, via: &Via<'_>, top_route: &str) -> Result<Branch, String> {
     let from = msg.from().map_err(|e| e.reason())?;
     let to = msg.to().map_err(|e| e.reason())?;
     let cseq = msg.cseq().map_err(|e| e.reason())?;
