@@ -7,7 +7,10 @@ cost_<lb>_<scen>_r<rate>_<k>   -> CPU µs per op = LB CPU% / 100 * 1e6 / achieve
 lat_<path>_options_r<rate>_<k> -> OPTIONS p50/p99 at the UAC; added = via LB - direct
 ramp_summary.tsv               -> the reference ramp.sh's table (max sustained rate)
 """
-import glob, json, os, re, statistics, sys
+import glob, gzip, json, os, re, statistics, sys
+
+# A provisional (180) arriving where SIPp expected something else: reordering.
+REORDER = re.compile(r"while expecting '[^']*' \(index \d+\), received 'SIP/2\.0 1\d\d")
 
 NAMES = {"sipedge": "sipedge-lb", "stateless": "Kamailio stateless", "stateful": "Kamailio stateful",
          "direct": "direct (no LB)"}
@@ -25,11 +28,23 @@ def fmt(x, nd=1):
     return f"{x:,.{nd}f}" if isinstance(x, float) else f"{x:,}"
 
 
+def reordered(run_dir):
+    """Calls SIPp failed because a provisional came out of order."""
+    for name in ("uac_errors.log", "uac_errors.log.gz"):
+        f = os.path.join(run_dir, name)
+        if os.path.exists(f):
+            opener = gzip.open if name.endswith(".gz") else open
+            with opener(f, "rt", errors="replace") as fh:
+                return sum(1 for line in fh if REORDER.search(line))
+    return 0
+
+
 def load(out):
     runs = {}
     for f in glob.glob(os.path.join(out, "kit", "results", "*", "summary.json")):
         tag = os.path.basename(os.path.dirname(f))
         runs[tag] = json.load(open(f))
+        runs[tag]["reordered"] = reordered(os.path.dirname(f))
     return runs
 
 
@@ -39,7 +54,7 @@ def cost_table(runs):
         m = re.match(r"cost_(\w+?)_(invite|options)_r(\d+)_\d+$", tag)
         if m:
             groups.setdefault((m.group(2), int(m.group(3)), m.group(1)), []).append(s)
-    lines = ["| flow | offered /s | LB | runs | achieved /s | LB CPU % of a core | **CPU µs per op** | fail % | unexpected msgs | UDP rcvbuf drops | all SIPp CPU % |",
+    lines = ["| flow | offered /s | LB | runs | achieved /s | LB CPU % of a core | **CPU µs per op** | fail % | unexpected msg (of which 1xx out of order) | UDP rcvbuf drops | all SIPp CPU % |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key in sorted(groups, key=lambda k: (k[0], k[1], ORDER.index(k[2]) if k[2] in ORDER else 9)):
         scen, rate, lb = key
@@ -50,7 +65,7 @@ def cost_table(runs):
             "INVITE/ACK/BYE" if scen == "invite" else "OPTIONS", fmt(rate), NAMES.get(lb, lb), str(len(S)),
             fmt(med([s.get("achieved_cps") for s in S])), fmt(med([s.get("kamailio_cpu_pct") for s in S])),
             f"**{fmt(us)}**", fmt(med([s.get("fail_pct") for s in S]), 3),
-            fmt(sum(s.get("uac_failed_unexpected") or 0 for s in S)),
+            f'{fmt(sum(s.get("uac_failed_unexpected") or 0 for s in S))} ({fmt(sum(s.get("reordered") or 0 for s in S))})',
             fmt(med([s.get("udp_rcvbuf_errors") for s in S])),
             fmt(med([s.get("generator_cpu_pct") for s in S]))]) + " |")
     return "\n".join(lines)
