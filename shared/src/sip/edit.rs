@@ -22,6 +22,8 @@ struct Edit {
     end: u32,
     text_start: u32,
     text_end: u32,
+    /// A whole header line inserted (not an edit inside a line).
+    line: bool,
 }
 
 /// A list of edits to apply to one message. Positions refer to the original
@@ -50,6 +52,10 @@ impl<'m> Editor<'m> {
     }
 
     fn push(&mut self, span: Span, parts: &[&[u8]]) {
+        self.push_edit(span, parts, false);
+    }
+
+    fn push_edit(&mut self, span: Span, parts: &[&[u8]], line: bool) {
         let t0 = self.arena.len();
         for p in parts {
             self.arena.extend_from_slice(p);
@@ -60,6 +66,7 @@ impl<'m> Editor<'m> {
             end: span.end,
             text_start: c(t0),
             text_end: c(self.arena.len()),
+            line,
         });
     }
 
@@ -86,9 +93,10 @@ impl<'m> Editor<'m> {
     }
 
     fn insert_at(&mut self, pos: usize, name: &str, value: &str) {
-        self.push(
+        self.push_edit(
             Self::at(pos),
             &[name.as_bytes(), b": ", value.as_bytes(), b"\r\n"],
+            true,
         );
     }
 
@@ -297,16 +305,21 @@ impl<'m> Editor<'m> {
 
     /// Upper bound of the output length.
     pub fn output_len_hint(&self) -> usize {
-        self.msg.len() + self.arena.len()
+        self.msg.len() + self.arena.len() + 2
     }
 
     /// Apply the edits, appending the new message to `out` (one pass).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let src = self.msg.as_bytes();
         let mut order: SmallVec<[usize; 8]> = (0..self.edits.len()).collect();
-        // Stable: same-position insertions keep the order they were made in.
-        order.sort_by_key(|&i| (self.edits[i].start, self.edits[i].end));
+        // Stable: same-position insertions keep the order they were made in;
+        // at one position, edits inside a line go before whole new lines.
+        order.sort_by_key(|&i| (self.edits[i].start, self.edits[i].end, self.edits[i].line));
         out.reserve(self.output_len_hint());
+        let base = out.len();
+        // The datagram parser accepts a head that ends with the packet, even
+        // without a final line end; edits at that open end need care.
+        let open_end = src.last().is_some_and(|&c| c != b'\n');
         let mut cursor = 0usize;
         for i in order {
             let e = self.edits[i];
@@ -315,6 +328,19 @@ impl<'m> Editor<'m> {
                 continue; // overlaps an edit already applied
             }
             out.extend_from_slice(&src[cursor..s]);
+            if open_end && s == src.len() && out.len() > base {
+                match (e.line, out.last()) {
+                    // End the open last line, or the new header would join it.
+                    (true, Some(b'\r')) => out.push(b'\n'),
+                    (true, Some(&c)) if c != b'\n' => out.extend_from_slice(b"\r\n"),
+                    // The open last line was removed: an edit inside it goes too.
+                    (false, Some(b'\n')) if s == t => {
+                        cursor = t;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             out.extend_from_slice(
                 self.arena
                     .get(e.text_start as usize..e.text_end as usize)
