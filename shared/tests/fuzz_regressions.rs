@@ -183,3 +183,55 @@ fn replay_op(ed: &mut Editor<'_>, m: &Message, op: u8, arg: u8) {
         }
     }
 }
+
+/// `stream_framer` crash `crash-d4f6669dbf3873a1cc7ac1991c62385d1e67b8cc`
+/// (minimised): a start line exactly `max_line` long, fed byte by byte, was
+/// refused as `LineTooLong` once its CR arrived without the LF, although fed
+/// whole it is accepted; the pending CR is half of the line end.
+#[test]
+fn line_at_the_limit_split_before_lf() {
+    use sipedge_shared::sip::{FrameEvent, StreamFramer};
+    // The fuzzer's limits for this input (max_line = 16 + 5 * 4).
+    let limits = Limits {
+        max_message: 4159,
+        max_headers: 20,
+        max_line: 36,
+    };
+    let crash: &[u8] = b"OPTIONS m: sip\xc6\xa6allnet;xramlpe@e.com\r\nFr";
+    let ok: &[u8] = b"OPTIONS sip:a@example.com SIP/2.0 \r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(ok.iter().position(|&c| c == b'\r'), Some(34));
+    // (label, stream, chunk size, framing lost, messages framed)
+    let table: &[(&str, &[u8], usize, bool, usize)] = &[
+        ("crash input, byte by byte", crash, 1, false, 0),
+        ("crash input, whole", crash, crash.len(), false, 0),
+        ("whole message, byte by byte", ok, 1, false, 1),
+        (
+            "36-byte line + CR, byte by byte",
+            b"OPTIONS sip:ab@example.com SIP/2.0  \r",
+            1,
+            false,
+            0,
+        ),
+        (
+            "37-byte line, byte by byte",
+            b"OPTIONS sip:abc@example.com SIP/2.0  ",
+            1,
+            true,
+            0,
+        ),
+    ];
+    for (label, input, chunk, want_lost, want_messages) in table {
+        let mut f = StreamFramer::new(limits);
+        let mut messages = 0;
+        for c in input.chunks(*chunk) {
+            f.feed(c);
+            while let Some(ev) = f.next() {
+                if let Ok(FrameEvent::Message(_)) = ev {
+                    messages += 1;
+                }
+            }
+        }
+        assert_eq!(f.is_lost(), *want_lost, "{label}");
+        assert_eq!(messages, *want_messages, "{label}");
+    }
+}

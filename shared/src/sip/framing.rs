@@ -203,7 +203,10 @@ impl StreamFramer {
                         *line_start = nl + 1;
                     }
                     let Some(head_end) = head_end else {
-                        if self.buf.len() - *line_start > lim.max_line {
+                        // A CR at the end may be the first half of the line's CRLF,
+                        // which the line length does not count.
+                        let cr = usize::from(self.buf.last() == Some(&b'\r'));
+                        if (self.buf.len() - *line_start).saturating_sub(cr) > lim.max_line {
                             return self.fail(ParseError::LineTooLong);
                         }
                         if self.buf.len() > lim.max_message {
