@@ -57,6 +57,11 @@ impl<'m> Editor<'m> {
 
     fn push_edit(&mut self, span: Span, parts: &[&[u8]], line: bool) {
         let t0 = self.arena.len();
+        // One allocation for the usual few edits (a Via, a Record-Route, MF).
+        if self.arena.capacity() == 0 {
+            let need: usize = parts.iter().map(|p| p.len()).sum();
+            self.arena.reserve(need.max(256));
+        }
         for p in parts {
             self.arena.extend_from_slice(p);
         }

@@ -150,7 +150,8 @@ pub enum HeaderName {
 
 /// ASCII case-insensitive comparison of a received name with a canonical one.
 fn eq(b: &[u8], canon: &[u8]) -> bool {
-    b.len() == canon.len() && b.iter().zip(canon).all(|(x, y)| x.eq_ignore_ascii_case(y))
+    // Most peers send the canonical spelling: one memcmp, then the caseless walk.
+    b == canon || b.eq_ignore_ascii_case(canon)
 }
 
 impl HeaderName {
