@@ -1,6 +1,7 @@
 //! Fuzz target: feed a byte stream into `StreamFramer` in input-chosen chunks;
 //! it must never panic, never buffer more than the limit plus one read, stay
-//! lost after an error, and frame the same messages as one whole feed.
+//! lost after an error, and frame the same messages as one whole feed; at
+//! the end `eof()` is called on both.
 //!
 //! Input layout: `data[0..4]` choose the limits, `data[4] % 32` = k chunk-size
 //! bytes `data[5..5 + k]` (cycled), the rest is the stream.
@@ -8,13 +9,33 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sipedge_shared::sip::{FrameEvent, Limits, Message, StreamFramer};
+use sipedge_shared::sip::{FrameEvent, Limits, Message, ParseError, StreamFramer};
 
-/// Messages framed before the first error, and whether an error came.
+/// Messages framed before the first error, whether an error came, and what
+/// `eof()` made of the rest.
 #[derive(Debug, PartialEq)]
 struct Outcome {
     messages: Vec<Bytes>,
     lost: bool,
+    eof: Option<Result<Bytes, ParseError>>,
+}
+
+/// Close the stream: `eof()` must not panic, a message it returns must parse
+/// as a datagram, and the framer is lost afterwards.
+fn close(f: &mut StreamFramer, limits: &Limits, out: &mut Outcome) {
+    out.eof = match f.eof() {
+        None => None,
+        Some(Ok(FrameEvent::Message(m))) => {
+            let d = Message::parse_datagram(m.bytes().clone(), limits)
+                .expect("a message framed at EOF parses as a datagram");
+            assert_eq!(d.as_bytes(), m.as_bytes());
+            Some(Ok(m.bytes().clone()))
+        }
+        Some(Ok(ev)) => panic!("eof() returned a keepalive: {ev:?}"),
+        Some(Err(e)) => Some(Err(e)),
+    };
+    assert!(f.is_lost(), "framing is lost after eof()");
+    assert!(f.next().is_none());
 }
 
 /// Drain every event, checking the framer's invariants after each one.
@@ -63,6 +84,7 @@ fuzz_target!(|data: &[u8]| {
     let mut chunked = Outcome {
         messages: Vec::new(),
         lost: false,
+        eof: None,
     };
     let mut pos = 0;
     let mut n = 0;
@@ -86,13 +108,18 @@ fuzz_target!(|data: &[u8]| {
         drain(&mut f, &limits, &mut chunked);
     }
 
-    // Chunking must not change which messages are framed, nor whether framing fails.
+    close(&mut f, &limits, &mut chunked);
+
+    // Chunking must not change which messages are framed, whether framing
+    // fails, nor what the end of the stream gives.
     let mut whole = StreamFramer::new(limits);
     let mut once = Outcome {
         messages: Vec::new(),
         lost: false,
+        eof: None,
     };
     whole.feed(stream);
     drain(&mut whole, &limits, &mut once);
+    close(&mut whole, &limits, &mut once);
     assert_eq!(chunked, once, "chunked and whole feeds disagree");
 });
