@@ -12,13 +12,15 @@
 #
 # 1. REGISTER with digest, cache warm: the demo users alice, bob and carol
 #    (embedded users file, held in memory) re-register in turn; one SIPp call
-#    is REGISTER -> 401 -> REGISTER -> 200 (tests/bench/register_users.xml).
+#    is REGISTER -> 401 -> REGISTER -> 200 (tests/bench/register_users.xml,
+#    users and [authentication] keywords from tests/bench/users.csv).
 # 2. Registered-user calls: bob registers from the UAS port, `sipp -sn uas`
 #    answers there; alice calls bob with proxy auth (407, INVITE again, 200,
 #    ACK, 300 ms, BYE) using tests/sipp/call_uac_auth.xml.
 #
-# Each benchmark runs once at a fixed rate (the measurement) and then a short
-# ladder of rates. CPU is utime+stime from /proc/<pid>/stat, read before and
+# Calls run first, then REGISTERs (which rebind bob away from the UAS). Each
+# benchmark runs a warm-up, REPEAT runs at a fixed rate (the measurement) and a
+# short ladder of rates. CPU is utime+stime from /proc/<pid>/stat, read before and
 # after each SIPp run (resolution 1/CLK_TCK s, so runs last several seconds).
 # A step passes when failed calls (including calls never completed) are at
 # most 0.1 % and SIPp finished within the step time plus 1 s (i.e. the offered
@@ -151,6 +153,7 @@ register_burst = 10000000
 
 [log]
 level = "warn"
+sample = 0.0
 TOML
 
 taskset -c 0 "$BIN/sipedge-proxy" run --config "$OUT/proxy.toml" >"$OUT/proxy.log" 2>&1 &
