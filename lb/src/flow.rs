@@ -31,6 +31,16 @@ impl FlowTransport {
         }
     }
 
+    /// The `transport` URI parameter of a Record-Route naming this flow's
+    /// face (`None` for UDP, the default).
+    pub fn uri_param(self) -> Option<&'static str> {
+        match self {
+            FlowTransport::Udp => None,
+            FlowTransport::Tcp => Some("tcp"),
+            FlowTransport::Tls => Some("tls"),
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             FlowTransport::Udp => 0,

@@ -28,6 +28,15 @@ pub struct Choice {
     pub rank: usize,
     /// Where to send.
     pub addr: SocketAddr,
+    /// Index of the proxy in the snapshot it was chosen from.
+    pub index: usize,
+}
+
+impl Choice {
+    /// The chosen proxy's id in `snapshot` (the one it was chosen from).
+    pub fn id<'s>(&self, snapshot: &'s RoutingSnapshot) -> Option<&'s str> {
+        snapshot.proxies.get(self.index).map(|p| p.id.as_str())
+    }
 }
 
 /// The proxy at position `rank` for `key`, if the set has that many.
@@ -37,17 +46,19 @@ pub fn nth(snapshot: &RoutingSnapshot, key: &str, rank: usize) -> Option<Choice>
         .map(|i| Choice {
             rank,
             addr: snapshot.proxies[i].addr,
+            index: i,
         })
 }
 
 /// The first choice: the pinned proxy when it is live, else the best ranked.
 pub fn first(snapshot: &RoutingSnapshot, key: &str, pinned: Option<&str>) -> Option<Choice> {
     if let Some(id) = pinned {
-        if let Some(p) = snapshot.proxies.iter().find(|p| p.id == id) {
+        if let Some(index) = snapshot.proxies.iter().position(|p| p.id == id) {
             // Failover from a pinned proxy continues in hash order.
             return Some(Choice {
                 rank: usize::MAX,
-                addr: p.addr,
+                addr: snapshot.proxies[index].addr,
+                index,
             });
         }
     }
@@ -63,7 +74,14 @@ pub fn next(
     tried: SocketAddr,
 ) -> Option<Choice> {
     let start = if rank == usize::MAX { 0 } else { rank + 1 };
-    (start..snapshot.proxies.len())
-        .filter_map(|r| nth(snapshot, key, r))
+    // One ranking pass, not one per candidate rank.
+    hash::rank(key, &snapshot.proxies)
+        .enumerate()
+        .skip(start)
+        .map(|(rank, i)| Choice {
+            rank,
+            addr: snapshot.proxies[i].addr,
+            index: i,
+        })
         .find(|c| c.addr != tried)
 }

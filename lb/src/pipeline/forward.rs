@@ -127,12 +127,13 @@ fn record_routes(core: &Core, flow: &FlowId, proxy: &str) -> Result<(String, Str
     let token = flow_token(core, flow).ok_or("no flow key")?;
     let s = &core.shared.settings;
     let inner = record_route(core, &s.internal.to_string(), &token, proxy, None);
-    let t = match flow.transport {
-        FlowTransport::Udp => None,
-        FlowTransport::Tcp => Some("tcp"),
-        FlowTransport::Tls => Some("tls"),
-    };
-    let outer = record_route(core, &s.advertise, &token, proxy, t);
+    let outer = record_route(
+        core,
+        &s.advertise,
+        &token,
+        proxy,
+        flow.transport.uri_param(),
+    );
     if cache.len() >= RR_CACHE_FLOWS && !cache.contains_key(flow) {
         cache.clear(); // Bounded: closed connections' entries go too.
     }

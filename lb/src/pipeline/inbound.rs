@@ -330,11 +330,7 @@ fn toward_user(
     if forward::creates_dialog(msg) {
         let snapshot = core.shared.proxies.snapshot();
         if let Some(proxy) = snapshot.proxies.iter().find(|p| p.addr == from) {
-            let t = match transport {
-                FlowTransport::Udp => None,
-                FlowTransport::Tcp => Some("tcp"),
-                FlowTransport::Tls => Some("tls"),
-            };
+            let t = transport.uri_param();
             let s = &core.shared.settings;
             let outer = forward::record_route(core, &s.advertise, &token, &proxy.id, t);
             let inner =

@@ -274,11 +274,7 @@ impl Core {
             r.extra = Some(("Retry-After", "5".to_string()));
             return Err(r);
         };
-        let proxy_id = snapshot
-            .proxies
-            .iter()
-            .find(|p| p.addr == choice.addr)
-            .map(|p| p.id.as_str());
+        let proxy_id = choice.id(&snapshot);
         let ctx = forward::Ctx {
             msg,
             routes: &routes,
@@ -339,11 +335,7 @@ impl Core {
             });
             return;
         };
-        let proxy_id = snapshot
-            .proxies
-            .iter()
-            .find(|p| p.addr == choice.addr)
-            .map(|p| p.id.as_str());
+        let proxy_id = choice.id(&snapshot);
         let routes = route::sanitise(&msg, &self.our_hosts(), &self.shared.settings.flow_keys);
         let Ok(mf) = loop_guard::max_forwards(&msg) else {
             return;
