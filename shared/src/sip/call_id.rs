@@ -13,9 +13,14 @@ use super::scan;
 /// Check and return a trimmed Call-ID value.
 pub fn parse_call_id(s: &str) -> Result<&str, ParseError> {
     let s = scan::trim(s);
+    // One pass: every byte visible, at most one '@'.
+    let mut ats = 0u32;
     let ok = !s.is_empty()
-        && s.bytes().all(|c| c.is_ascii_graphic())
-        && s.bytes().filter(|&c| c == b'@').count() <= 1;
+        && s.bytes().all(|c| {
+            ats += u32::from(c == b'@');
+            c.is_ascii_graphic()
+        })
+        && ats <= 1;
     if ok {
         Ok(s)
     } else {

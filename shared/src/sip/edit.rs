@@ -91,8 +91,8 @@ impl<'m> Editor<'m> {
 
     /// Offset of the empty line that ends the head (new headers appended here).
     fn end_of_headers(&self) -> usize {
-        match self.msg.header_entries().last() {
-            Some(h) => h.line_span.end as usize,
+        match self.msg.header_count().checked_sub(1) {
+            Some(last) => self.msg.line_span(last).map_or(0, |s| s.end as usize),
             None => self.after_start_line(),
         }
     }
@@ -123,14 +123,14 @@ impl<'m> Editor<'m> {
             None
         })
         .and_then(|i| self.msg.header_entries().get(i))
-        .map_or_else(|| self.after_start_line(), |h| h.line_span.start as usize);
+        .map_or_else(|| self.after_start_line(), |h| h.name_span().start as usize);
         self.insert_at(pos, spelled, value);
     }
 
     /// Insert a header line above header `idx` (`idx == header_count()` appends).
     pub fn insert_before(&mut self, idx: usize, name: HeaderName, value: &str) {
         let pos = match self.msg.header_entries().get(idx) {
-            Some(h) => h.line_span.start as usize,
+            Some(h) => h.name_span().start as usize,
             None => self.end_of_headers(),
         };
         self.insert_at(pos, name.as_str(), value);
@@ -144,8 +144,7 @@ impl<'m> Editor<'m> {
 
     /// Remove header line `idx` (with its continuation lines).
     pub fn remove_header(&mut self, idx: usize) {
-        if let Some(h) = self.msg.header_entries().get(idx) {
-            let span = h.line_span;
+        if let Some(span) = self.msg.line_span(idx) {
             self.push(span, &[]);
         }
     }
@@ -183,7 +182,7 @@ impl<'m> Editor<'m> {
     /// Replace the whole value of header `idx` (name and line end kept).
     pub fn replace_value(&mut self, idx: usize, value: &str) {
         if let Some(h) = self.msg.header_entries().get(idx) {
-            let span = h.value_span;
+            let span = h.value_span();
             self.push(span, &[value.as_bytes()]);
         }
     }

@@ -94,18 +94,22 @@ impl std::fmt::Display for Method {
     }
 }
 
+/// RFC 3261 §25.1 `token` characters (for building tables at compile time).
+pub(crate) const fn is_token_byte_const(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
 /// RFC 3261 §25.1 `token` characters, as a table: the head scanner tests every
 /// header-name byte, and one load beats the chain of range tests.
 const TOKEN: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
-        let c = i as u8;
-        t[i] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-            );
+        t[i] = is_token_byte_const(i as u8);
         i += 1;
     }
     t

@@ -26,6 +26,25 @@ pub struct NameAddr<'a> {
     pub angle: bool,
     /// Header parameters (after the URI or `>`).
     pub params: Params<'a>,
+    /// The `tag` parameter, picked out while the parameters were checked.
+    tag: Option<&'a str>,
+}
+
+/// Check the header parameters and pick out `tag` in the same pass.
+fn checked_params(raw: &str) -> Result<(Params<'_>, Option<&str>), ParseError> {
+    let params = Params::new(raw);
+    let mut tag: Option<Option<&str>> = None; // the first `tag` counts
+    let ok = params.is_valid_with(|name, value| {
+        if tag.is_none() && name.len() == 3 && name.eq_ignore_ascii_case("tag") {
+            tag = Some(value);
+        }
+        true
+    });
+    if ok {
+        Ok((params, tag.flatten()))
+    } else {
+        Err(ParseError::BadHeader("name-addr"))
+    }
 }
 
 impl<'a> NameAddr<'a> {
@@ -54,39 +73,36 @@ impl<'a> NameAddr<'a> {
             (if d.is_empty() { None } else { Some(d) }, lt)
         } else {
             // Bare addr-spec: the URI ends at the first ';' or white space.
-            let end = s
-                .find(|c: char| c == ';' || c.is_ascii_whitespace())
-                .unwrap_or(s.len());
+            let end = b
+                .iter()
+                .position(|&c| c == b';' || c.is_ascii_whitespace())
+                .unwrap_or(b.len());
             let uri = Uri::parse(&s[..end])?;
-            let params = Params::new(scan::trim_start(&s[end..]));
-            if !params.is_valid() {
-                return Err(bad);
-            }
+            let (params, tag) = checked_params(scan::trim_start(&s[end..]))?;
             return Ok(NameAddr {
                 display: None,
                 uri,
                 angle: false,
                 params,
+                tag,
             });
         };
         let after_lt = &s[lt + 1..];
         let gt = after_lt.find('>').ok_or(bad.clone())?;
         let uri = Uri::parse(&after_lt[..gt])?;
-        let params = Params::new(scan::trim_start(&after_lt[gt + 1..]));
-        if !params.is_valid() {
-            return Err(bad);
-        }
+        let (params, tag) = checked_params(scan::trim_start(&after_lt[gt + 1..]))?;
         Ok(NameAddr {
             display,
             uri,
             angle: true,
             params,
+            tag,
         })
     }
 
     /// The `tag` parameter.
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.get("tag").flatten()
+        self.tag
     }
 
     /// A header parameter by name.

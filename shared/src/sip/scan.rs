@@ -46,14 +46,13 @@ pub(crate) fn trim_start(s: &str) -> &str {
 /// when it is not terminated.
 pub(crate) fn quoted_len(s: &[u8]) -> Option<usize> {
     let mut i = 1;
-    while i < s.len() {
-        match s[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    loop {
+        i += memchr::memchr2(b'"', b'\\', s.get(i..)?)?;
+        if s[i] == b'"' {
+            return Some(i + 1);
         }
+        i += 2; // a quoted-pair: the escaped byte is skipped
     }
-    None
 }
 
 /// Iterator over the comma-separated elements of a header value, as byte ranges
@@ -85,42 +84,49 @@ impl Iterator for CommaSplit<'_> {
             return None;
         }
         let start = self.pos;
+        let s = self.s;
         let mut i = start;
-        let mut in_angle = false;
-        let end;
-        loop {
-            let Some(&c) = self.s.get(i) else {
-                end = self.s.len();
-                self.done = true;
-                break;
+        let end = loop {
+            // Jump to the next byte that matters (SIMD search): outside `<...>`
+            // that is a quote, `<` or a comma; inside it, a quote or `>`.
+            let found = match s.get(i..) {
+                Some(rest) if !rest.is_empty() => memchr::memchr3(b'"', b'<', b',', rest),
+                _ => None,
             };
-            match c {
-                b'"' => match quoted_len(&self.s[i..]) {
-                    Some(n) => i += n,
-                    None => i = self.s.len(),
-                },
+            let Some(off) = found else {
+                self.done = true;
+                break s.len();
+            };
+            i += off;
+            match s[i] {
+                b'"' => i += quoted_len(&s[i..]).unwrap_or(s.len() - i),
                 b'<' => {
-                    in_angle = true;
-                    i += 1
+                    // Inside `<...>` only a quote or the closing `>` matter.
+                    loop {
+                        match memchr::memchr2(b'>', b'"', s.get(i + 1..).unwrap_or_default()) {
+                            None => i = s.len(),
+                            Some(o) if s[i + 1 + o] == b'"' => {
+                                i += 1 + o;
+                                i += quoted_len(&s[i..]).unwrap_or(s.len() - i) - 1;
+                                continue;
+                            }
+                            Some(o) => i += 2 + o,
+                        }
+                        break;
+                    }
                 }
-                b'>' => {
-                    in_angle = false;
-                    i += 1
-                }
-                b',' if !in_angle => {
-                    end = i;
+                _ => {
                     self.pos = i + 1;
-                    break;
+                    break i;
                 }
-                _ => i += 1,
             }
-        }
-        let end = end.min(self.s.len());
+        };
+        let end = end.min(s.len());
         let (mut a, mut b) = (start.min(end), end);
-        while a < b && is_lws(self.s[a]) {
+        while a < b && is_lws(s[a]) {
             a += 1;
         }
-        while b > a && is_lws(self.s[b - 1]) {
+        while b > a && is_lws(s[b - 1]) {
             b -= 1;
         }
         // A value that is only white space after a trailing comma is not an element.
@@ -167,7 +173,18 @@ impl<'a> Params<'a> {
 
     /// Every parameter has a token name, and every value is a token, host or a
     /// terminated quoted string (RFC 3261 §25.1 `generic-param`).
+    #[cfg(test)]
     pub(crate) fn is_valid(&self) -> bool {
+        self.is_valid_with(|_, _| true)
+    }
+
+    /// [`Params::is_valid`], handing each parameter to `each` in the same pass
+    /// (typed views pick out the ones they know without a second walk);
+    /// `each` returning `false` makes the whole list invalid.
+    pub(crate) fn is_valid_with(
+        &self,
+        mut each: impl FnMut(&'a str, Option<&'a str>) -> bool,
+    ) -> bool {
         let t = trim(self.raw);
         if t.is_empty() {
             return true;
@@ -175,46 +192,33 @@ impl<'a> Params<'a> {
         if !t.starts_with(';') {
             return false;
         }
-        let mut n = 0;
-        for (name, value) in self.iter() {
-            n += 1;
-            if !is_token(name.as_bytes()) {
-                return false;
-            }
-            if let Some(v) = value {
-                let ok = if v.starts_with('"') {
-                    quoted_len(v.as_bytes()) == Some(v.len())
-                } else {
-                    !v.is_empty()
-                        && v.bytes().all(|c| {
-                            super::method::is_token_byte(c) || matches!(c, b':' | b'[' | b']')
-                        })
-                };
-                if !ok {
-                    return false;
-                }
-            }
-        }
-        // Every ';' must have introduced a parameter (no empty `;;`).
-        n == count_unquoted(t.as_bytes(), b';')
+        // Each `;` starts exactly one parameter (the iterator steps from `;` to
+        // `;` outside quotes), so an empty `;;` shows up as an empty name.
+        self.iter().all(|(name, value)| {
+            is_token(name.as_bytes()) && value.is_none_or(is_param_value) && each(name, value)
+        })
     }
 }
 
-fn count_unquoted(s: &[u8], ch: u8) -> usize {
+/// A generic-param value: a token or host (`:` `[` `]` for IPv6), or a whole quoted string.
+fn is_param_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    if b.first() == Some(&b'"') {
+        return quoted_len(b) == Some(b.len());
+    }
+    !b.is_empty() && b.iter().all(|&c| PARAM_VALUE[usize::from(c)])
+}
+
+/// Bytes of an unquoted generic-param value: token characters plus `:[]`.
+const PARAM_VALUE: [bool; 256] = {
+    let mut t = [false; 256];
     let mut i = 0;
-    let mut n = 0;
-    while i < s.len() {
-        if s[i] == b'"' {
-            i += quoted_len(&s[i..]).unwrap_or(s.len() - i);
-            continue;
-        }
-        if s[i] == ch {
-            n += 1;
-        }
+    while i < 256 {
+        t[i] = super::method::is_token_byte_const(i as u8) || matches!(i as u8, b':' | b'[' | b']');
         i += 1;
     }
-    n
-}
+    t
+};
 
 /// Iterator over `(name, Option<value>)`; see [`Params`].
 #[derive(Debug, Clone)]
@@ -229,36 +233,29 @@ impl<'a> Iterator for ParamIter<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         let b = self.s.as_bytes();
         // Skip to just after the next ';'.
-        while self.pos < b.len() && b[self.pos] != b';' {
-            self.pos += 1;
-        }
-        if self.pos >= b.len() {
-            return None;
-        }
-        self.pos += 1;
-        let start = self.pos;
+        let start = self.pos + memchr::memchr(b';', b.get(self.pos..)?)? + 1;
+        // The parameter ends at the next ';' outside a quoted string; its name
+        // at the first '=' before any quote.
         let mut i = start;
-        let mut eq = None;
-        while i < b.len() && b[i] != b';' {
-            if b[i] == b'"' {
-                i += quoted_len(&b[i..]).unwrap_or(b.len() - i);
-                continue;
+        let mut first_quote = None;
+        let end = loop {
+            match memchr::memchr2(b';', b'"', b.get(i..).unwrap_or_default()) {
+                None => break b.len(),
+                Some(o) if b[i + o] == b';' => break i + o,
+                Some(o) => {
+                    i += o;
+                    first_quote.get_or_insert(i);
+                    i += quoted_len(&b[i..]).unwrap_or(b.len() - i);
+                }
             }
-            if b[i] == b'=' && eq.is_none() {
-                eq = Some(i);
-            }
-            i += 1;
-        }
-        let i = i.min(b.len());
-        self.pos = i;
-        let item = match eq {
-            Some(e) => (
-                trim(self.s.get(start..e).unwrap_or("")),
-                Some(trim(self.s.get(e + 1..i).unwrap_or(""))),
-            ),
-            None => (trim(self.s.get(start..i).unwrap_or("")), None),
         };
-        Some(item)
+        self.pos = end;
+        let name_part = &b[start..first_quote.unwrap_or(end).min(end)];
+        let text = |x: usize, y: usize| trim(self.s.get(x..y).unwrap_or(""));
+        Some(match memchr::memchr(b'=', name_part) {
+            Some(e) => (text(start, start + e), Some(text(start + e + 1, end))),
+            None => (text(start, end), None),
+        })
     }
 }
 

@@ -65,8 +65,11 @@ impl<'a> Host<'a> {
                 .map(Host::Ipv6)
                 .map_err(|_| ParseError::BadUri);
         }
-        if let Ok(a) = s.parse::<Ipv4Addr>() {
-            return Ok(Host::Ipv4(a));
+        // Only a string that starts with a digit can be an IPv4 address.
+        if s.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+            if let Ok(a) = s.parse::<Ipv4Addr>() {
+                return Ok(Host::Ipv4(a));
+            }
         }
         if bare_v6 {
             if let Ok(a) = s.parse::<Ipv6Addr>() {
@@ -74,8 +77,7 @@ impl<'a> Host<'a> {
             }
         }
         let ok = !s.is_empty()
-            && s.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+            && s.bytes().all(|c| CLASS[usize::from(c)] & DOMAIN != 0)
             && !s.starts_with(['.', '-']);
         if ok {
             Ok(Host::Domain(s))
@@ -115,12 +117,65 @@ pub struct Uri<'a> {
     headers: Option<&'a str>,
 }
 
-fn is_unreserved(c: u8) -> bool {
+const fn is_unreserved(c: u8) -> bool {
     c.is_ascii_alphanumeric()
         || matches!(
             c,
             b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
         )
+}
+
+// Character classes of the URI grammar, one bit each in `CLASS`.
+const USER: u8 = 1;
+const PASSWORD: u8 = 2;
+const PARAM: u8 = 4;
+const HEADER: u8 = 8;
+const DOMAIN: u8 = 16;
+
+/// RFC 3261 §25.1 character sets of the URI parts, as a table (one load per
+/// byte instead of a chain of range tests: URIs are read on every request).
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let u = is_unreserved(c);
+        let mut bits = 0;
+        if u || matches!(
+            c,
+            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
+        ) {
+            bits |= USER;
+        }
+        if u || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b',') {
+            bits |= PASSWORD;
+        }
+        if u || matches!(
+            c,
+            b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b';' | b'='
+        ) {
+            bits |= PARAM;
+        }
+        if u || matches!(
+            c,
+            b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'&' | b'='
+        ) {
+            bits |= HEADER;
+        }
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') {
+            bits |= DOMAIN;
+        }
+        t[i] = bits;
+        i += 1;
+    }
+    t
+};
+
+/// Every byte is in `class`, and every `%` is followed by two hex digits.
+fn chars_ok(s: &str, class: u8) -> bool {
+    let b = s.as_bytes();
+    b.iter().all(|&c| CLASS[usize::from(c)] & class != 0)
+        && (memchr::memchr(b'%', b).is_none() || escapes_ok(b))
 }
 
 /// Every `%` is followed by two hex digits.
@@ -143,43 +198,19 @@ fn escapes_ok(s: &[u8]) -> bool {
 }
 
 fn user_ok(s: &str) -> bool {
-    !s.is_empty()
-        && escapes_ok(s.as_bytes())
-        && s.bytes().all(|c| {
-            is_unreserved(c)
-                || matches!(
-                    c,
-                    b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/'
-                )
-        })
+    !s.is_empty() && chars_ok(s, USER)
 }
 
 fn password_ok(s: &str) -> bool {
-    escapes_ok(s.as_bytes())
-        && s.bytes()
-            .all(|c| is_unreserved(c) || matches!(c, b'%' | b'&' | b'=' | b'+' | b'$' | b','))
+    chars_ok(s, PASSWORD)
 }
 
 fn paramchars_ok(s: &str) -> bool {
-    escapes_ok(s.as_bytes())
-        && s.bytes().all(|c| {
-            is_unreserved(c)
-                || matches!(
-                    c,
-                    b'%' | b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b';' | b'='
-                )
-        })
+    chars_ok(s, PARAM)
 }
 
 fn headerchars_ok(s: &str) -> bool {
-    escapes_ok(s.as_bytes())
-        && s.bytes().all(|c| {
-            is_unreserved(c)
-                || matches!(
-                    c,
-                    b'%' | b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$' | b'&' | b'='
-                )
-        })
+    chars_ok(s, HEADER)
 }
 
 fn scheme_ok(s: &str) -> bool {
@@ -262,16 +293,17 @@ impl<'a> Uri<'a> {
         if user.is_some_and(|u| !user_ok(u)) || password.is_some_and(|p| !password_ok(p)) {
             return Err(ParseError::BadUri);
         }
+        let params_at = |s: &str| memchr::memchr2(b';', b'?', s.as_bytes()).unwrap_or(s.len());
         let (hostport, after) = if hostpart.starts_with('[') {
             let close = hostpart.find(']').ok_or(ParseError::BadUri)?;
             let rest = &hostpart[close + 1..];
-            let e = rest.find([';', '?']).unwrap_or(rest.len());
+            let e = params_at(rest);
             (&hostpart[..close + 1 + e], &rest[e..])
         } else {
-            let e = hostpart.find([';', '?']).unwrap_or(hostpart.len());
+            let e = params_at(hostpart);
             (&hostpart[..e], &hostpart[e..])
         };
-        let (host_str, port) = match hostport.rfind(':') {
+        let (host_str, port) = match memchr::memrchr(b':', hostport.as_bytes()) {
             Some(c) if !hostport[c..].contains(']') => {
                 let p = &hostport[c + 1..];
                 if p.is_empty() || p.len() > 5 || !p.bytes().all(|d| d.is_ascii_digit()) {

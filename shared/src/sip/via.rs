@@ -116,9 +116,6 @@ impl<'a> Via<'a> {
             }
         };
         let host = Host::parse(host_str).map_err(|_| bad.clone())?;
-        if !params.is_valid() {
-            return Err(bad);
-        }
         let mut via = Via {
             protocol,
             version,
@@ -133,26 +130,38 @@ impl<'a> Via<'a> {
             maddr: None,
             params,
         };
-        for (name, value) in params.iter() {
-            if name.eq_ignore_ascii_case("branch") {
-                via.branch = Some(value.and_then(Branch::new).ok_or(bad.clone())?);
-            } else if name.eq_ignore_ascii_case("received") {
-                let v = value.ok_or(bad.clone())?;
-                Host::parse_lenient(v).map_err(|_| bad.clone())?;
-                via.received = Some(v);
-            } else if name.eq_ignore_ascii_case("rport") {
-                via.rport = Some(match value {
-                    None => None,
-                    Some(v) => Some(parse_port(v)?),
-                });
-            } else if name.eq_ignore_ascii_case("ttl") {
-                let v = value.ok_or(bad.clone())?;
-                via.ttl = Some(v.parse::<u8>().map_err(|_| bad.clone())?);
-            } else if name.eq_ignore_ascii_case("maddr") {
-                via.maddr = Some(value.ok_or(bad.clone())?);
+        // One pass: validate every parameter and pick out the ones we know
+        // (length first, so most names cost one compare).
+        let ok = params.is_valid_with(|name, value| {
+            let is = |known: &str| name.len() == known.len() && name.eq_ignore_ascii_case(known);
+            if is("branch") {
+                via.branch = value.and_then(Branch::new);
+                via.branch.is_some()
+            } else if is("received") {
+                via.received = value.filter(|v| Host::parse_lenient(v).is_ok());
+                via.received.is_some()
+            } else if is("rport") {
+                match value.map(parse_port) {
+                    None => via.rport = Some(None),
+                    Some(Ok(p)) => via.rport = Some(Some(p)),
+                    Some(Err(_)) => return false,
+                }
+                true
+            } else if is("ttl") {
+                via.ttl = value.and_then(|v| v.parse::<u8>().ok());
+                via.ttl.is_some()
+            } else if is("maddr") {
+                via.maddr = value;
+                value.is_some()
+            } else {
+                true
             }
+        });
+        if ok {
+            Ok(via)
+        } else {
+            Err(bad)
         }
-        Ok(via)
     }
 
     /// A parameter by name.
