@@ -10,8 +10,7 @@
 //! Each worker owns its table (responses come back to the worker's own
 //! internal socket), so no lock is needed.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,8 +37,11 @@ pub enum Phase {
 pub struct Txn<R> {
     /// The flow the request came in on (responses go back there).
     pub source: FlowId,
-    /// The request as received, to rebuild it for the next proxy.
-    pub request: R,
+    /// The request as received, to rebuild it for the next proxy. Dropped
+    /// at the final response unless a hop-by-hop ACK may still need it (an
+    /// INVITE answered >= 300), so a lingering transaction stays small; boxed,
+    /// so the table's slots stay small too.
+    pub request: Option<Box<R>>,
     /// INVITE (ACK/CANCEL handling, provisional rule).
     pub is_invite: bool,
     /// Branch of the current attempt.
@@ -84,6 +86,34 @@ impl Default for Timers {
     }
 }
 
+/// The timer kinds, one queue each (see [`TxnTable`]).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    NonInvite = 0,
+    Invite = 1,
+    Proceeding = 2,
+    Linger = 3,
+}
+
+impl Timers {
+    fn of(&self, kind: Kind) -> Duration {
+        match kind {
+            Kind::NonInvite => self.non_invite,
+            Kind::Invite => self.invite,
+            Kind::Proceeding => self.proceeding,
+            Kind::Linger => self.linger,
+        }
+    }
+}
+
+fn failover_kind(is_invite: bool) -> Kind {
+    if is_invite {
+        Kind::Invite
+    } else {
+        Kind::NonInvite
+    }
+}
+
 /// What a timeout means for a transaction.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Expiry {
@@ -97,7 +127,11 @@ pub enum Expiry {
 #[derive(Debug)]
 pub struct TxnTable<R> {
     map: HashMap<TxnKey, Txn<R>>,
-    timers: BinaryHeap<Reverse<(Instant, TxnKey)>>,
+    /// One FIFO per timer kind. Every deadline is `now + a fixed duration`,
+    /// so each queue is in deadline order and push/pop are O(1) (a binary
+    /// heap of a few hundred thousand lingering transactions was not).
+    /// Entries superseded by a later deadline are dropped when they surface.
+    timers: [VecDeque<(Instant, TxnKey)>; 4],
     /// Timer values.
     pub timers_cfg: Timers,
 }
@@ -107,7 +141,7 @@ impl<R> TxnTable<R> {
     pub fn new(timers_cfg: Timers) -> Self {
         TxnTable {
             map: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Default::default(),
             timers_cfg,
         }
     }
@@ -134,12 +168,13 @@ impl<R> TxnTable<R> {
         proxy: std::net::SocketAddr,
         now: Instant,
     ) {
-        let deadline = now + self.failover_timer(is_invite);
+        let kind = failover_kind(is_invite);
+        let deadline = now + self.timers_cfg.of(kind);
         self.map.insert(
             branch.key(),
             Txn {
                 source,
-                request,
+                request: Some(Box::new(request)),
                 is_invite,
                 branch,
                 rank,
@@ -151,15 +186,7 @@ impl<R> TxnTable<R> {
                 deadline,
             },
         );
-        self.timers.push(Reverse((deadline, branch.key())));
-    }
-
-    fn failover_timer(&self, is_invite: bool) -> Duration {
-        if is_invite {
-            self.timers_cfg.invite
-        } else {
-            self.timers_cfg.non_invite
-        }
+        self.timers[kind as usize].push_back((deadline, branch.key()));
     }
 
     /// The transaction, if any.
@@ -177,10 +204,11 @@ impl<R> TxnTable<R> {
         self.map.remove(key)
     }
 
-    fn set_deadline(&mut self, key: TxnKey, deadline: Instant) {
+    fn arm(&mut self, key: TxnKey, kind: Kind, now: Instant) {
+        let deadline = now + self.timers_cfg.of(kind);
         if let Some(t) = self.map.get_mut(&key) {
             t.deadline = deadline;
-            self.timers.push(Reverse((deadline, key)));
+            self.timers[kind as usize].push_back((deadline, key));
         }
     }
 
@@ -196,14 +224,12 @@ impl<R> TxnTable<R> {
             }
             None => return,
         };
-        let d = now + self.failover_timer(timer);
-        self.set_deadline(key, d);
+        self.arm(key, failover_kind(timer), now);
     }
 
     /// A provisional response arrived: an INVITE stops failing over on our
     /// timer (the callee may ring for minutes).
     pub fn on_provisional(&mut self, key: TxnKey, response: Option<Bytes>, now: Instant) {
-        let proceeding = self.timers_cfg.proceeding;
         let (invite, was_waiting) = match self.map.get_mut(&key) {
             Some(t) => {
                 if let Some(r) = response {
@@ -218,56 +244,61 @@ impl<R> TxnTable<R> {
             None => return,
         };
         if invite && was_waiting {
-            self.set_deadline(key, now + proceeding);
+            self.arm(key, Kind::Proceeding, now);
         }
     }
 
     /// A final response was relayed (or generated) for the client.
     pub fn on_final(&mut self, key: TxnKey, status: u16, response: Bytes, now: Instant) {
-        let linger = self.timers_cfg.linger;
         if let Some(t) = self.map.get_mut(&key) {
             t.phase = Phase::Completed;
             t.final_status = Some(status);
             t.last_response = Some(response);
+            if !(t.is_invite && status >= 300) {
+                t.request = None;
+            }
         }
-        self.set_deadline(key, now + linger);
+        self.arm(key, Kind::Linger, now);
+    }
+
+    /// The queue whose live head is earliest, with that deadline; stale
+    /// heads (removed or re-armed transactions) are dropped on the way.
+    fn earliest(&mut self) -> Option<(usize, Instant)> {
+        let mut best: Option<(usize, Instant)> = None;
+        for (i, q) in self.timers.iter_mut().enumerate() {
+            while let Some(&(when, key)) = q.front() {
+                match self.map.get(&key) {
+                    Some(t) if t.deadline == when => {
+                        if best.is_none_or(|(_, b)| when < b) {
+                            best = Some((i, when));
+                        }
+                        break;
+                    }
+                    _ => {
+                        q.pop_front();
+                    }
+                }
+            }
+        }
+        best
     }
 
     /// The earliest time `poll_expired` has work.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(Reverse((when, key))) = self.timers.peek().copied() {
-            match self.map.get(&key) {
-                Some(t) if t.deadline == when => return Some(when),
-                // Superseded or removed entry: drop it lazily.
-                _ => {
-                    self.timers.pop();
-                }
-            }
-        }
-        None
+        self.earliest().map(|(_, when)| when)
     }
 
     /// The next expired timer at `now`, if any. Waiting transactions are
     /// reported for failover (and left in place); others are removed.
     pub fn poll_expired(&mut self, now: Instant) -> Option<Expiry> {
-        loop {
-            let Reverse((when, key)) = *self.timers.peek()?;
-            if when > now {
-                return None;
-            }
-            self.timers.pop();
-            let Some(t) = self.map.get(&key) else {
-                continue;
-            };
-            if t.deadline != when {
-                continue;
-            }
-            if t.phase == Phase::Waiting {
-                return Some(Expiry::FailoverTimeout(key));
-            }
-            self.map.remove(&key);
-            return Some(Expiry::Removed(key));
+        let (i, _) = self.earliest().filter(|&(_, when)| when <= now)?;
+        let (_, key) = self.timers[i].pop_front()?;
+        let phase = self.map.get(&key).map(|t| t.phase)?;
+        if phase == Phase::Waiting {
+            return Some(Expiry::FailoverTimeout(key));
         }
+        self.map.remove(&key);
+        Some(Expiry::Removed(key))
     }
 }
 

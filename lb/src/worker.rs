@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sipedge_shared::sip::Message;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -26,7 +26,7 @@ pub struct FromStream {
     pub flow: FlowId,
 }
 
-/// Receive buffer headroom: one maximum-size datagram.
+/// Receive buffer: one maximum-size datagram.
 const RECV_CHUNK: usize = 65_536;
 
 /// The sockets one worker reads.
@@ -40,17 +40,17 @@ pub struct WorkerSockets {
 
 async fn recv_any(
     socks: &[(u16, Arc<UdpSocket>)],
-    buf: &mut BytesMut,
-) -> std::io::Result<(u16, SocketAddr)> {
+    buf: &mut [u8],
+) -> std::io::Result<(usize, u16, SocketAddr)> {
     // One listener per worker is the common case; more are polled in turn.
     match socks {
         [] => std::future::pending().await,
-        [(i, s)] => s.recv_buf_from(buf).await.map(|(_, a)| (*i, a)),
+        [(i, s)] => s.recv_from(buf).await.map(|(n, a)| (n, *i, a)),
         many => loop {
             for (i, s) in many {
                 s.readable().await?;
-                match s.try_recv_buf_from(buf) {
-                    Ok((_, a)) => return Ok((*i, a)),
+                match s.try_recv_from(buf) {
+                    Ok((n, a)) => return Ok((n, *i, a)),
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(e) => return Err(e),
                 }
@@ -66,31 +66,29 @@ pub async fn run(
     mut from_streams: mpsc::Receiver<FromStream>,
     shutdown: CancellationToken,
 ) {
-    let mut ext_buf = BytesMut::with_capacity(RECV_CHUNK);
-    let mut int_buf = BytesMut::with_capacity(RECV_CHUNK);
+    // Datagrams are read into these reused buffers and copied out at their
+    // exact size: a message held by a lingering transaction then pins its own
+    // few hundred bytes, not a shared 64 KiB block (which made the heap grow
+    // and page-fault under load).
+    let mut ext_buf = vec![0u8; RECV_CHUNK];
+    let mut int_buf = vec![0u8; RECV_CHUNK];
     let limits = core.shared.settings.limits;
     loop {
         let deadline = core.next_deadline();
-        if ext_buf.capacity() < RECV_CHUNK {
-            ext_buf.reserve(RECV_CHUNK);
-        }
-        if int_buf.capacity() < RECV_CHUNK {
-            int_buf.reserve(RECV_CHUNK);
-        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            r = sockets.internal.recv_buf_from(&mut int_buf) => {
-                if let Ok((_, from)) = r {
-                    let data = int_buf.split().freeze();
+            r = sockets.internal.recv_from(&mut int_buf) => {
+                if let Ok((n, from)) = r {
+                    let data = Bytes::copy_from_slice(&int_buf[..n]);
                     if let Ok(msg) = Message::parse_datagram(data, &limits) {
                         core.on_internal(msg, from, Instant::now());
                     }
                 }
             }
             r = recv_any(&sockets.external, &mut ext_buf) => {
-                if let Ok((listener, peer)) = r {
-                    let data = ext_buf.split().freeze();
+                if let Ok((n, listener, peer)) = r {
+                    let data = Bytes::copy_from_slice(&ext_buf[..n]);
                     on_datagram(&mut core, data, listener, peer, &limits);
                 }
             }

@@ -69,7 +69,7 @@ fn classify(m: &Message) -> Outcome {
     match check_request(m) {
         Err(e) => Outcome::Status(e.status()),
         // The LB's loop guard (DESIGN.md step 2): Max-Forwards 0 gets 483.
-        Ok(())
+        Ok(_)
             if m.max_forwards()
                 .ok()
                 .flatten()
@@ -77,7 +77,7 @@ fn classify(m: &Message) -> Outcome {
         {
             Outcome::Status(483)
         }
-        Ok(()) => Outcome::Accept,
+        Ok(_) => Outcome::Accept,
     }
 }
 

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use sipedge_shared::hash;
-use sipedge_shared::sip::{Message, Method, ParseError, Uri};
+use sipedge_shared::sip::{Checked, Message, Method, ParseError, Uri};
 
 use crate::proxy_set::RoutingSnapshot;
 
@@ -19,6 +19,15 @@ pub fn routing_key(msg: &Message) -> Result<String, ParseError> {
     }
     let ruri = msg.request_uri().ok_or(ParseError::BadStartLine)?;
     Ok(Uri::parse(ruri)?.aor_key())
+}
+
+/// [`routing_key`] from the headers `check_request` already parsed.
+pub fn routing_key_checked(msg: &Message, c: &Checked<'_>) -> String {
+    if msg.method() == Some(Method::Register) {
+        c.to.uri.aor_key()
+    } else {
+        c.request_uri.aor_key()
+    }
 }
 
 /// A chosen proxy: its rank for the key (0 best) and address.

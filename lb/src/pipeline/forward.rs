@@ -18,7 +18,7 @@ use std::fmt::Write;
 
 use bytes::Bytes;
 use sipedge_shared::flow_token::{sign_params, FlowToken, Transport};
-use sipedge_shared::sip::{Editor, HeaderName, Message, Method, Via};
+use sipedge_shared::sip::{Checked, Editor, HeaderName, Message, Method};
 
 use super::loop_guard::{MaxForwardsEdit, DEFAULT_MAX_FORWARDS};
 use super::route::{RouteDecision, P_FLOW, P_PROXY, P_SIG};
@@ -41,8 +41,8 @@ pub struct Ctx<'a, 'm> {
     pub flow: FlowId,
     /// The proxy it goes to (pinned by our Record-Route).
     pub proxy_id: Option<&'a str>,
-    /// The top Via, when the caller has already parsed it.
-    pub top_via: Option<Via<'m>>,
+    /// The headers `check_request` parsed, when the caller has them.
+    pub checked: Option<&'a Checked<'m>>,
 }
 
 fn transport(t: FlowTransport) -> Transport {
@@ -77,10 +77,19 @@ pub fn flow_token(core: &Core, flow: &FlowId) -> Option<String> {
 /// True for requests that create a dialog (RFC 3261 §12, RFC 6665, RFC 3515)
 /// when sent outside one.
 pub fn creates_dialog(msg: &Message) -> bool {
+    is_dialog_method(msg) && msg.to().is_ok_and(|t| t.tag().is_none())
+}
+
+fn is_dialog_method(msg: &Message) -> bool {
     matches!(
         msg.method(),
         Some(Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)
-    ) && msg.to().is_ok_and(|t| t.tag().is_none())
+    )
+}
+
+/// [`creates_dialog`] with To already parsed.
+fn creates_dialog_checked(msg: &Message, c: &Checked<'_>) -> bool {
+    is_dialog_method(msg) && c.to.tag().is_none()
 }
 
 /// A signed Record-Route value for `host` (the face it names).
@@ -151,8 +160,8 @@ pub fn build(core: &Core, ctx: &Ctx<'_, '_>) -> Result<Bytes, String> {
     let mut via = String::with_capacity(96);
     let _ = write!(via, "SIP/2.0/UDP {};branch={}", core.sent_by, ctx.branch);
     let vidx = msg.find(HeaderName::Via).ok_or("missing Via")?;
-    let top = match ctx.top_via {
-        Some(v) => v,
+    let top = match ctx.checked {
+        Some(c) => c.top_via,
         None => msg.top_via().map_err(|e| e.reason())?,
     };
     let peer = ctx.flow.peer;
@@ -187,7 +196,10 @@ pub fn build(core: &Core, ctx: &Ctx<'_, '_>) -> Result<Bytes, String> {
         let token = flow_token(core, &ctx.flow).ok_or("no flow key")?;
         let path = format!("<sip:{token}@{};lr;ob>", core.shared.settings.internal);
         e.insert_top(HeaderName::Path, &path);
-    } else if creates_dialog(msg) {
+    } else if ctx
+        .checked
+        .map_or_else(|| creates_dialog(msg), |c| creates_dialog_checked(msg, c))
+    {
         if let Some(proxy) = ctx.proxy_id {
             let (inner, outer) = record_routes(core, &ctx.flow, proxy)?;
             e.insert_top(HeaderName::RecordRoute, &inner);

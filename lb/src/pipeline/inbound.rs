@@ -146,8 +146,8 @@ pub fn response_from_proxy(core: &mut Core, msg: Message, now: Instant) {
         let carrier = shared.carriers.lookup_index(flow.peer.ip());
         m.carrier(carrier).response(status);
         if core.sampler.take() {
-            if let Some(t) = core.txns.get(&key) {
-                super::log::response(&t.request, status, flow.peer, false);
+            if let Some(req) = core.txns.get(&key).and_then(|t| t.request.as_ref()) {
+                super::log::response(req, status, flow.peer, false);
             }
         }
         core.txns.on_final(key, status, bytes.clone(), now);
@@ -172,7 +172,7 @@ fn send_ack(core: &mut Core, resp: &Message, branch: Branch, proxy: SocketAddr) 
     let ruri = core
         .txns
         .get(&branch.key())
-        .and_then(|t| t.request.request_uri().map(str::to_string))
+        .and_then(|t| t.request.as_ref()?.request_uri().map(str::to_string))
         .unwrap_or_else(|| "sip:invalid".to_string());
     let mut s = String::with_capacity(320);
     let _ = write!(

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sipedge_shared::sip::{build_response, check_request, Message, Method, Span, Via};
+use sipedge_shared::sip::{build_response, check_request, Checked, Message, Method, Span, Uri};
 
 use crate::branch::{Branch, BranchInput};
 use crate::context::Shared;
@@ -166,12 +166,15 @@ impl Core {
     ) -> Result<(), Reject> {
         let m = &self.shared.metrics;
         let cm = m.carrier(self.shared.carriers.lookup_index(flow.peer.ip()));
-        if let Err(e) = check_request(msg) {
-            cm.bad_messages.increment(1);
-            let mut r = Reject::new(e.status(), e.reason());
-            r.extra = e.unsupported().map(|u| ("Unsupported", u.to_string()));
-            return Err(r);
-        }
+        let checked = match check_request(msg) {
+            Ok(c) => c,
+            Err(e) => {
+                cm.bad_messages.increment(1);
+                let mut r = Reject::new(e.status(), e.reason());
+                r.extra = e.unsupported().map(|u| ("Unsupported", u.to_string()));
+                return Err(r);
+            }
+        };
         let method = msg.method();
         match self
             .shared
@@ -203,10 +206,8 @@ impl Core {
         if routes.stripped > 0 {
             cm.routes_stripped.increment(routes.stripped as u64);
         }
-        // Parsed once here for the branch and the forwarded copy.
-        let top_via = msg.top_via().map_err(|e| Reject::new(400, e.reason()))?;
-        let branch =
-            branch_of_via(msg, &top_via, routes.top_route).map_err(|e| Reject::new(400, e))?;
+        // Parsed once, by check_request, for the branch, the key and the copy.
+        let branch = branch_of_checked(msg, &checked, routes.top_route);
         if loop_guard::is_loop(msg, branch.loop_part) {
             cm.loops.increment(1);
             return Err(Reject::new(482, "Loop Detected"));
@@ -231,7 +232,7 @@ impl Core {
                         branch: branch.with_attempt(attempt),
                         flow,
                         proxy_id: None,
-                        top_via: Some(top_via),
+                        checked: Some(&checked),
                     };
                     let bytes = forward::build(self, &ctx).map_err(|e| Reject::new(400, e))?;
                     self.out.push(Out {
@@ -256,7 +257,7 @@ impl Core {
                     branch: branch.with_attempt(attempt),
                     flow,
                     proxy_id: None,
-                    top_via: Some(top_via),
+                    checked: Some(&checked),
                 };
                 let bytes = forward::build(self, &ctx).map_err(|e| Reject::new(400, e))?;
                 self.out.push(Out {
@@ -267,7 +268,7 @@ impl Core {
             return Ok(());
         }
 
-        let key = choose::routing_key(msg).map_err(|e| Reject::new(e.status(), e.reason()))?;
+        let key = choose::routing_key_checked(msg, &checked);
         let snapshot = self.shared.proxies.snapshot();
         let Some(choice) = choose::first(&snapshot, &key, routes.pinned_proxy) else {
             let mut r = Reject::new(503, "No Proxy Available");
@@ -282,7 +283,7 @@ impl Core {
             branch,
             flow,
             proxy_id,
-            top_via: Some(top_via),
+            checked: Some(&checked),
         };
         let bytes = forward::build(self, &ctx).map_err(|e| Reject::new(400, e))?;
         self.out.push(Out {
@@ -309,22 +310,40 @@ impl Core {
     /// Moves a transaction to the next proxy, or answers 500 when none is
     /// left (not 503: upstream must not fail over and repeat what we tried).
     pub(crate) fn failover(&mut self, key: crate::txn::TxnKey, now: Instant) {
-        let Some(txn) = self.txns.get(&key) else {
+        // A transaction past its final response has no request left to retry.
+        let Some((txn, msg)) = self
+            .txns
+            .get(&key)
+            .and_then(|t| Some((t, t.request.clone()?)))
+        else {
             return;
         };
-        let (msg, flow, rank, tried, attempt) = (
-            txn.request.clone(),
-            txn.source,
-            txn.rank,
-            txn.proxy,
-            txn.branch.attempt,
-        );
+        let (flow, rank, tried, branch) = (txn.source, txn.rank, txn.proxy, txn.branch);
+        let attempt = branch.attempt;
         let snapshot = self.shared.proxies.snapshot();
         let next = choose::routing_key(&msg)
             .ok()
             .and_then(|k| choose::next(&snapshot, &k, rank, tried))
             .filter(|_| attempt < 15);
-        let Some(choice) = next else {
+        // The copy for the next proxy; when there is none (or it cannot be
+        // built), the client gets 500 and the transaction lingers as completed,
+        // so nothing is left waiting without a timer.
+        let forwarded = next.and_then(|choice| {
+            let routes = route::sanitise(&msg, &self.our_hosts(), &self.shared.settings.flow_keys);
+            let mf = loop_guard::max_forwards(&msg).ok()?;
+            let ctx = forward::Ctx {
+                msg: &msg,
+                routes: &routes,
+                mf,
+                branch: branch.with_attempt(attempt + 1),
+                flow,
+                proxy_id: choice.id(&snapshot),
+                checked: None,
+            };
+            let bytes = forward::build(self, &ctx).ok()?;
+            Some((choice, bytes))
+        });
+        let Some((choice, bytes)) = forwarded else {
             self.shared.metrics.all_failed.increment(1);
             let tag = local_tag(&msg);
             let bytes = build_response(&msg, 500, "All Proxies Failed", Some(&tag), &[]);
@@ -335,34 +354,11 @@ impl Core {
             });
             return;
         };
-        let proxy_id = choice.id(&snapshot);
-        let routes = route::sanitise(&msg, &self.our_hosts(), &self.shared.settings.flow_keys);
-        let Ok(mf) = loop_guard::max_forwards(&msg) else {
-            return;
-        };
-        let Some(branch) = self
-            .txns
-            .get(&key)
-            .map(|t| t.branch.with_attempt(attempt + 1))
-        else {
-            return;
-        };
-        let ctx = forward::Ctx {
-            msg: &msg,
-            routes: &routes,
-            mf,
-            branch,
-            flow,
-            proxy_id,
-            top_via: None,
-        };
-        if let Ok(bytes) = forward::build(self, &ctx) {
-            self.out.push(Out {
-                dest: Dest::Internal(choice.addr),
-                bytes,
-            });
-            self.txns.retry(key, choice.rank, choice.addr, now);
-        }
+        self.out.push(Out {
+            dest: Dest::Internal(choice.addr),
+            bytes,
+        });
+        self.txns.retry(key, choice.rank, choice.addr, now);
     }
 
     /// The earliest time [`Core::on_timeout`] has work.
@@ -383,28 +379,31 @@ impl Core {
 
 /// Our branch for a request: the §16.11 inputs read from the message.
 pub fn branch_of(msg: &Message, top_route: &str) -> Result<Branch, String> {
-    let via = msg.top_via().map_err(|e| e.reason())?;
-    branch_of_via(msg, &via, top_route)
+    let ruri = msg.request_uri().ok_or("not a request")?;
+    let checked = Checked {
+        request_uri: Uri::parse(ruri).map_err(|e| e.reason())?,
+        top_via: msg.top_via().map_err(|e| e.reason())?,
+        from: msg.from().map_err(|e| e.reason())?,
+        to: msg.to().map_err(|e| e.reason())?,
+        call_id: msg.call_id().map_err(|e| e.reason())?,
+        cseq: msg.cseq().map_err(|e| e.reason())?,
+    };
+    Ok(branch_of_checked(msg, &checked, top_route))
 }
 
-/// [`branch_of`] with the top Via already parsed.
-pub fn branch_of_via(msg: &Message, via: &Via<'_>, top_route: &str) -> Result<Branch, String> {
-    let from = msg.from().map_err(|e| e.reason())?;
-    let to = msg.to().map_err(|e| e.reason())?;
-    let cseq = msg.cseq().map_err(|e| e.reason())?;
-    let call_id = msg.call_id().map_err(|e| e.reason())?;
-    let sent_by = via_sent_by(msg);
+/// [`branch_of`] from the headers `check_request` already parsed.
+pub fn branch_of_checked(msg: &Message, c: &Checked<'_>, top_route: &str) -> Branch {
     let input = BranchInput {
         request_uri: msg.request_uri().unwrap_or(""),
-        from_tag: from.tag().unwrap_or(""),
-        to_tag: to.tag().unwrap_or(""),
-        call_id,
-        cseq: cseq.seq,
+        from_tag: c.from.tag().unwrap_or(""),
+        to_tag: c.to.tag().unwrap_or(""),
+        call_id: c.call_id,
+        cseq: c.cseq.seq,
         top_route,
-        via_branch: via.branch.map_or("", |b| b.as_str()),
-        via_sent_by: sent_by,
+        via_branch: c.top_via.branch.map_or("", |b| b.as_str()),
+        via_sent_by: via_sent_by(msg),
     };
-    Ok(Branch::compute(&input, 0))
+    Branch::compute(&input, 0)
 }
 
 /// The `host[:port]` text of the top Via's sent-by.

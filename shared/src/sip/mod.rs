@@ -70,5 +70,5 @@ pub use response::{build_response, write_response};
 pub use route::NameAddrs;
 pub use scan::{ParamIter, Params};
 pub use uri::{Host, Scheme, Uri};
-pub use validate::{check_request, check_response};
+pub use validate::{check_request, check_response, Checked};
 pub use via::{Branch, Via};

@@ -15,11 +15,41 @@
 //! proxy inserts one. Max-Forwards 0 (483) is the forwarding logic's decision.
 
 use super::contact::Contact;
+use super::cseq::CSeq;
 use super::error::ParseError;
 use super::header_name::HeaderName;
 use super::message::Message;
 use super::method::Method;
+use super::name_addr::NameAddr;
 use super::uri::Uri;
+use super::via::Via;
+
+/// What a passed [`check_request`] already parsed, handed back so that the
+/// caller does not parse the same headers again (the LB routes on all of them).
+#[derive(Debug, Clone, Copy)]
+pub struct Checked<'m> {
+    /// The Request-URI (scheme sip, sips or tel).
+    pub request_uri: Uri<'m>,
+    /// The topmost Via value.
+    pub top_via: Via<'m>,
+    /// From.
+    pub from: NameAddr<'m>,
+    /// To.
+    pub to: NameAddr<'m>,
+    /// Call-ID.
+    pub call_id: &'m str,
+    /// CSeq (its method matches the request's).
+    pub cseq: CSeq<'m>,
+}
+
+/// The identifying headers [`check_common`] parsed.
+struct Common<'m> {
+    top_via: Via<'m>,
+    from: NameAddr<'m>,
+    to: NameAddr<'m>,
+    call_id: &'m str,
+    cseq: CSeq<'m>,
+}
 
 const SINGLE: &[(HeaderName, &str)] = &[
     (HeaderName::From, "From"),
@@ -38,28 +68,30 @@ fn check_version(msg: &Message) -> Result<(), ParseError> {
 }
 
 /// Headers both requests and responses must carry and that must parse.
-fn check_common(msg: &Message) -> Result<(), ParseError> {
+fn check_common(msg: &Message) -> Result<Common<'_>, ParseError> {
     for (name, label) in SINGLE {
         if msg.count(*name) > 1 {
             return Err(ParseError::DuplicateHeader(label));
         }
     }
-    if msg.find(HeaderName::Via).is_none() {
-        return Err(ParseError::MissingHeader("Via"));
-    }
-    for v in msg.vias() {
+    let mut vias = msg.vias();
+    let top_via = vias.next().ok_or(ParseError::MissingHeader("Via"))??;
+    for v in vias {
         v?;
     }
-    msg.from()?;
-    msg.to()?;
-    msg.call_id()?;
-    msg.cseq()?;
-    Ok(())
+    Ok(Common {
+        top_via,
+        from: msg.from()?,
+        to: msg.to()?,
+        call_id: msg.call_id()?,
+        cseq: msg.cseq()?,
+    })
 }
 
 /// Check a request: version, Request-URI, required and single-valued headers,
-/// typed values, CSeq method, Proxy-Require. `Ok` means: forward or process it.
-pub fn check_request(msg: &Message) -> Result<(), ParseError> {
+/// typed values, CSeq method, Proxy-Require. `Ok` means: forward or process
+/// it, with the headers it routes on already parsed.
+pub fn check_request(msg: &Message) -> Result<Checked<'_>, ParseError> {
     let Some(ruri) = msg.request_uri() else {
         return Err(ParseError::BadStartLine);
     };
@@ -68,9 +100,8 @@ pub fn check_request(msg: &Message) -> Result<(), ParseError> {
     if !uri.is_supported_scheme() {
         return Err(ParseError::UnsupportedScheme);
     }
-    check_common(msg)?;
-    let cseq = msg.cseq()?;
-    if cseq.method_str != msg.method_str() {
+    let common = check_common(msg)?;
+    if common.cseq.method_str != msg.method_str() {
         // RFC 4475 mismatch02: an unknown method with a mismatching CSeq is 501.
         return Err(if msg.method() == Some(Method::Other) {
             ParseError::NotImplemented
@@ -110,7 +141,14 @@ pub fn check_request(msg: &Message) -> Result<(), ParseError> {
     if !tags.is_empty() {
         return Err(ParseError::BadExtension(tags.join(", ")));
     }
-    Ok(())
+    Ok(Checked {
+        request_uri: uri,
+        top_via: common.top_via,
+        from: common.from,
+        to: common.to,
+        call_id: common.call_id,
+        cseq: common.cseq,
+    })
 }
 
 /// Check a response before relaying it: version and the headers that identify
@@ -120,7 +158,7 @@ pub fn check_response(msg: &Message) -> Result<(), ParseError> {
         return Err(ParseError::BadStartLine);
     }
     check_version(msg)?;
-    check_common(msg)
+    check_common(msg).map(|_| ())
 }
 
 #[cfg(test)]
@@ -134,7 +172,7 @@ mod tests {
         let raw = format!("{start}\r\n{BASE}{extra}Content-Length: 0\r\n\r\n");
         let m = Message::parse_datagram(bytes::Bytes::from(raw), &Limits::default())?;
         if m.is_request() {
-            check_request(&m)
+            check_request(&m).map(|_| ())
         } else {
             check_response(&m)
         }
