@@ -165,6 +165,7 @@ impl Location {
                         contact: c.uri.clone(),
                         q: c.q,
                         expires_at: now + c.expires,
+                        registered_at: now,
                         call_id: updates.call_id.clone(),
                         cseq: updates.cseq,
                         path: updates.path.clone(),
