@@ -330,3 +330,153 @@ async fn ask_invite(lb: std::net::SocketAddr, ruri: &str) -> Option<u16> {
     let m = sipedge_tests::lb_harness::recv_final(&sock, Duration::from_secs(5)).await?;
     m.status()
 }
+
+/// (admin base URL, method, path, bearer token, JSON body, want status).
+type Row = (
+    String,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<serde_json::Value>,
+    u16,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_routes_check_token_origin_and_body() {
+    use sipedge_tests::proxy_harness::PEER_TOKEN;
+    let opts = ProxyOptions {
+        edge: "churn-routes".into(),
+        ..ProxyOptions::default()
+    };
+    let tier = TestProxyServer::start_tier(&IDS, &opts)
+        .await
+        .expect("tier");
+    let lone = TestProxyServer::start(&ProxyOptions {
+        edge: "churn-routes-lone".into(),
+        ..ProxyOptions::default()
+    })
+    .await
+    .expect("lone proxy");
+    let base = |p: &TestProxyServer| format!("http://{}", p.addrs.admin.expect("admin"));
+    let good = serde_json::json!({"origin": "p2", "bindings": [{
+        "contact": "sip:bob@192.0.2.7:5060", "expires_in": 60, "age": 1,
+        "call_id": "c1", "cseq": 2, "path": ["sip:TOK@127.0.0.1:5060;lr;ob"]}]});
+    let client = reqwest::Client::new();
+    let p1 = base(&tier[0]);
+    let rows: Vec<Row> = vec![
+        (
+            p1.clone(),
+            "GET",
+            "/v1/bindings/bob@sipedge.local",
+            None,
+            None,
+            401,
+        ),
+        (
+            p1.clone(),
+            "GET",
+            "/v1/bindings/bob@sipedge.local",
+            Some("wrong"),
+            None,
+            401,
+        ),
+        (
+            p1.clone(),
+            "GET",
+            "/v1/bindings/bob@sipedge.local",
+            Some(PEER_TOKEN),
+            None,
+            200,
+        ),
+        (
+            p1.clone(),
+            "GET",
+            "/v1/bindings/%zz",
+            Some(PEER_TOKEN),
+            None,
+            400,
+        ),
+        (
+            p1.clone(),
+            "PUT",
+            "/v1/replicas/bob@sipedge.local",
+            Some(PEER_TOKEN),
+            Some(good.clone()),
+            200,
+        ),
+        (
+            p1.clone(),
+            "PUT",
+            "/v1/replicas/bob@sipedge.local",
+            Some(PEER_TOKEN),
+            Some(serde_json::json!({"origin": "p9", "bindings": []})),
+            403,
+        ),
+        (
+            p1.clone(),
+            "PUT",
+            "/v1/replicas/bob@sipedge.local",
+            Some(PEER_TOKEN),
+            Some(serde_json::json!({"origin": "p2"})),
+            400,
+        ),
+        (
+            p1.clone(),
+            "DELETE",
+            "/v1/replicas/bob@sipedge.local",
+            Some(PEER_TOKEN),
+            None,
+            405,
+        ),
+        (p1.clone(), "GET", "/v1/other", Some(PEER_TOKEN), None, 404),
+        // Without peers the routes do not exist.
+        (
+            base(&lone),
+            "GET",
+            "/v1/bindings/bob@sipedge.local",
+            Some(PEER_TOKEN),
+            None,
+            404,
+        ),
+    ];
+    for (base, method, path, token, body, want) in rows {
+        let method: reqwest::Method = method.parse().expect("method");
+        let mut req = client.request(method.clone(), format!("{base}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let r = req.send().await.expect("sent");
+        assert_eq!(r.status().as_u16(), want, "{method} {path} {token:?}");
+    }
+    // The accepted replica is what p1 now answers, marked with its origin.
+    let view = tier[0].bindings(BOB).await.expect("GET");
+    assert_eq!(view.proxy, "p1");
+    let got: Vec<(&str, Option<&str>)> = view
+        .bindings
+        .iter()
+        .map(|w| (w.contact.as_str(), w.origin.as_deref()))
+        .collect();
+    assert_eq!(got, [("sip:bob@192.0.2.7:5060", Some("p2"))]);
+    // An empty set from the same origin removes it.
+    let r = client
+        .put(format!("{p1}/v1/replicas/bob@sipedge.local"))
+        .bearer_auth(PEER_TOKEN)
+        .json(&serde_json::json!({"origin": "p2", "bindings": []}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(tier[0]
+        .bindings(BOB)
+        .await
+        .expect("GET")
+        .bindings
+        .is_empty());
+    lone.stop().await.expect("stop");
+    for p in tier {
+        p.stop().await.expect("stop");
+    }
+}
