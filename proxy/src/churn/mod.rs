@@ -110,7 +110,7 @@ impl Churn {
         let Some(replicator) = &self.replicator else {
             return;
         };
-        let Some(target) = rank::replica_target(aor, &self.own_id, &self.peer_ids) else {
+        let Some(target) = rank::replica_target(aor, &self.peer_ids) else {
             return;
         };
         let Some(peer) = self.peer_ids.iter().position(|p| p == target) else {

@@ -10,12 +10,13 @@
 
 use sipedge_shared::hash;
 
-/// The id of the proxy that should hold `aor`'s replica: rank `own_id` and
-/// `peer_ids` for `aor`, skip `own_id`, take the first. `None` without peers.
-pub fn replica_target<'a>(aor: &str, own_id: &str, peer_ids: &'a [String]) -> Option<&'a str> {
-    // Ranking the peers alone gives the same order: removing one id from a
-    // rendezvous ranking leaves the relative order of the others unchanged.
-    let _ = own_id;
+/// The id of the proxy that should hold `aor`'s replica: the first of
+/// [`ranking`] that is not us. `None` without peers.
+///
+/// That is the best-ranked peer: a rendezvous score depends only on the key
+/// and the one id (ties on id, then position), so leaving our own id out of
+/// the ranking does not change the order of the others, and no list is built.
+pub fn replica_target<'a>(aor: &str, peer_ids: &'a [String]) -> Option<&'a str> {
     hash::best(aor, peer_ids).map(|i| peer_ids[i].as_str())
 }
 
@@ -49,7 +50,7 @@ mod tests {
                     .collect::<Vec<_>>());
                 let order = ranking(&aor, own, &peers);
                 let want = order.iter().copied().find(|p| *p != own);
-                assert_eq!(replica_target(&aor, own, &peers), want, "{aor} at {own}");
+                assert_eq!(replica_target(&aor, &peers), want, "{aor} at {own}");
                 // The home's replica lands where an LB fails over to.
                 if order[0] == own {
                     assert_eq!(want, Some(order[1]), "{aor}");
@@ -73,7 +74,7 @@ mod tests {
             ("bob@sipedge.local", "p1", &[], None),
         ];
         for (aor, own, peers, want) in table {
-            assert_eq!(replica_target(aor, own, peers), want, "{aor} at {own}");
+            assert_eq!(replica_target(aor, peers), want, "{aor} at {own}");
         }
         // The LB ranks on the same key with the same function.
         let tier = ["p1", "p2", "p3"];
