@@ -72,15 +72,7 @@ impl Churn {
             .connect_timeout(settings.replica_timeout)
             .build()?;
         let replicator = settings.enabled().then(|| {
-            Replicator::start(
-                &settings.peers,
-                client.clone(),
-                &settings.token,
-                settings.replica_timeout,
-                settings.queue,
-                metrics.clone(),
-                shutdown,
-            )
+            Replicator::start(own_id, &settings, client.clone(), metrics.clone(), shutdown)
         });
         Ok(Churn {
             own_id: own_id.to_owned(),
@@ -106,7 +98,7 @@ impl Churn {
 
     /// After an accepted REGISTER that changed `aor`: queue its whole binding
     /// set (`bindings`, as the registrar now holds it) for the next-ranked proxy.
-    pub fn replicate(&self, aor: &str, bindings: &[Binding], now: Instant) {
+    pub fn replicate(&self, aor: &str, bindings: Vec<Binding>) {
         let Some(replicator) = &self.replicator else {
             return;
         };
@@ -116,14 +108,7 @@ impl Churn {
         let Some(peer) = self.peer_ids.iter().position(|p| p == target) else {
             return;
         };
-        let body = ReplicaBody {
-            origin: self.own_id.clone(),
-            bindings: bindings
-                .iter()
-                .map(|b| WireBinding::from_binding(b, now, None))
-                .collect(),
-        };
-        replicator.send(peer, aor, body);
+        replicator.send(peer, aor, bindings);
     }
 
     /// The bindings to route `aor` to: the registrar's (`local`) merged with
@@ -348,7 +333,7 @@ mod tests {
             Churn::start("p1", PeersSettings::default(), "unit-churn-off", &stop).expect("client");
         let now = Instant::now();
         assert!(!c.enabled());
-        c.replicate("bob@d", &[binding(now, "sip:a", 1)], now);
+        c.replicate("bob@d", vec![binding(now, "sip:a", 1)]);
         assert!(c.ask_peers("bob@d").await.is_empty());
         let body = ReplicaBody {
             origin: "p2".into(),
