@@ -46,6 +46,8 @@ else
   BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 fi
 mkdir -p "$STATE"
+# Call records are per run (the demo summary counts them).
+rm -f "$STATE"/cdr-p*.jsonl
 
 PIDS=()
 stop_all() {
