@@ -166,11 +166,28 @@ async fn replica_on_the_next_ranked_proxy_survives_the_home_proxys_death() {
     if !sipp_or_skip("replica_on_the_next_ranked_proxy_survives_the_home_proxys_death") {
         return;
     }
+    home_dies("churn-replica", true).await;
+}
+
+/// Before any monitor notices: the LB's own failover (timer) goes to the
+/// next-ranked proxy, which already holds the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_serves_the_lbs_failover_before_the_monitor_notices() {
+    if !sipp_or_skip("replica_serves_the_lbs_failover_before_the_monitor_notices") {
+        return;
+    }
+    home_dies("churn-failover", false).await;
+}
+
+/// Bob registers at his home, the home proxy stops (and, with
+/// `tell_lb`, leaves the LB's live set), alice calls bob.
+async fn home_dies(edge: &str, tell_lb: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut tier = Tier::start("churn-replica").await;
+    let mut tier = Tier::start(edge).await;
     let order = ranking(BOB);
     let (home, next) = (order[0], order[1]);
-    let cid = "churn-replica-%u@test";
+    let cid = format!("{edge}-%u@test");
+    let cid = cid.as_str();
     let bob_child = bob(&tier, cid).spawn(dir.path()).expect("spawn bob");
     assert!(
         tier.wait_holds(home, BOB, None).await,
@@ -208,8 +225,10 @@ async fn replica_on_the_next_ranked_proxy_survives_the_home_proxys_death() {
         .stop()
         .await
         .expect("stop home");
-    let live: Vec<usize> = (0..IDS.len()).filter(|i| *i != home).collect();
-    tier.set_live(&live).await;
+    if tell_lb {
+        let live: Vec<usize> = (0..IDS.len()).filter(|i| *i != home).collect();
+        tier.set_live(&live).await;
+    }
 
     call_bob(&tier, dir.path(), cid, bob_child).await;
     let next_edge = tier.edge_of(next);
