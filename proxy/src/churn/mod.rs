@@ -1,8 +1,9 @@
 //! Churn handling of the proxy tier: when the live proxy set changes, a
 //! user's requests land on a proxy that did not see their REGISTER. Each
 //! accepted REGISTER's binding set is copied to the next-ranked proxy (the
-//! one the LBs fail over to), and a proxy that finds no binding for a local
-//! user asks its peers before answering 404/480.
+//! one the LBs fail over to), and a proxy that finds no binding for a
+//! subscriber asks its peers before answering 480 (a name that is no
+//! subscriber still gets 404 or goes to the PSTN without asking anyone).
 //!
 //! Off (the proxy behaves as a lone registrar) unless `[[peers.proxy]]` is
 //! configured. Transport: HTTP on the admin servers (`admin`, `wire`).

@@ -153,10 +153,7 @@ pub enum HeaderName {
 fn eq(b: &[u8], canon: &[u8]) -> bool {
     // Inlined with a literal `canon`, this is a fixed-length loop the compiler
     // unrolls (a `memcmp` call per header showed in the parse profile).
-    b.len() == canon.len()
-        && b.iter()
-            .zip(canon)
-            .all(|(x, y)| x.eq_ignore_ascii_case(y))
+    b.len() == canon.len() && b.iter().zip(canon).all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
 impl HeaderName {
