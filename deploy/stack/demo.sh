@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local stack's --demo: registers SIPp users through the LB, places calls
 # from alice to each of them, kills one proxy part-way through, and prints a
-# summary (calls ok and failed, LB failovers, which proxy served whom).
+# summary (calls ok and failed, LB failovers, replicas and peer lookups,
+# which proxy served whom).
 # Called by stack.sh with the state folder and the three proxy pids.
 set -uo pipefail
 STATE=$1; shift
@@ -96,6 +97,14 @@ for (frm, to, outcome), n in sorted(seen.items()):
     print(f"  {sys.argv[2]}: {frm} -> {to} (final {outcome}): {n}")
 PY
 done
-echo "Calls to a user homed on the killed proxy fail until that user registers"
-echo "again (the LB then ranks the next proxy first); the LB keeps no user state."
+sum_live() { # metric name, over the proxies still running
+  local t=0
+  for port in 9071 9072 9073; do t=$((t + $(metric "http://127.0.0.1:$port/metrics" "$1"))); done
+  echo $t
+}
+echo "replicas (live proxies): sent $(sum_live sipedge_proxy_replicas_sent_total), failed $(sum_live sipedge_proxy_replicas_failed_total), dropped $(sum_live sipedge_proxy_replicas_dropped_total), held $(sum_live sipedge_proxy_replica_bindings)"
+echo "peer lookups (live proxies): $(sum_live 'sipedge_proxy_peer_lookups_total{edge="local",result="found"}') found, $(sum_live 'sipedge_proxy_peer_lookups_total{edge="local",result="not_found"}') not found"
+echo "Users homed on the killed proxy stay reachable: their bindings were copied"
+echo "to the next-ranked proxy (where the LB fails over), which routes the calls"
+echo "through the stored Path. Calls failed only while in flight on the killed proxy."
 echo "==============================================="

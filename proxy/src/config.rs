@@ -11,6 +11,7 @@ use serde::Deserialize;
 use sipedge_shared::config::{self, ConfigError};
 
 use crate::auth::{AuthConfig, AuthSettings};
+use crate::churn::config::{PeersFile, PeersSettings};
 use crate::registrar::{RegistrarConfig, RegistrarSettings};
 use crate::server::routing::{GatewayGroup, GatewayTable, PstnPattern};
 use crate::transaction::{Timers, TimersConfig};
@@ -83,6 +84,9 @@ pub struct ProxyFile {
     /// Admin HTTP.
     #[serde(default)]
     pub admin: AdminFile,
+    /// The other proxies of the tier (replicas and peer lookups).
+    #[serde(default)]
+    pub peers: PeersFile,
 }
 
 fn default_edge() -> String {
@@ -174,6 +178,8 @@ pub struct ProxyConfig {
     pub timers: Timers,
     /// CDR file.
     pub cdr_file: Option<PathBuf>,
+    /// Peers (churn handling); empty: off.
+    pub peers: PeersSettings,
 }
 
 fn addr(file: &Path, key: &str, v: &str) -> Result<SocketAddr, ConfigError> {
@@ -285,6 +291,9 @@ impl ProxyFile {
             gateways: GatewayTable::new(groups),
             timers: self.timers.validate(file, "timers")?,
             cdr_file: self.cdr.file.clone(),
+            peers: self
+                .peers
+                .validate(file, self.id.trim(), listen.admin.is_some())?,
         })
     }
 }
@@ -340,11 +349,39 @@ mod tests {
             (&format!("{base}[registrar]\nmin_expires = 0\n"), "registrar.min_expires"),
             (&format!("{base}[admin]\nlisten = \"nope\"\n"), "admin.listen"),
             (&format!("{base}bogus = 1\n"), "bogus"),
+            (
+                &format!("{base}[peers]\ntoken = \"t\"\n[[peers.proxy]]\nid = \"p2\"\nurl = \"http://h:1\"\n"),
+                "admin.listen",
+            ),
+            (&format!("{base}[peers]\nqueue = 0\n"), "peers.queue"),
         ];
         for (text, key) in table {
             let e = p(text).expect_err(key);
             assert!(e.contains(key) && e.contains("t.toml"), "{key}: {e}");
         }
         assert!(p(base).is_ok());
+    }
+
+    #[test]
+    fn example_config_parses_and_rejects_unknown_keys() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/proxy.example.toml");
+        let text = std::fs::read_to_string(&path).expect("deploy/proxy.example.toml exists");
+        let c = ProxyConfig::parse(&path, &text).expect("the example is valid");
+        let peers: Vec<&str> = c.peers.peers.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(peers, ["p1", "p3"]);
+        assert_eq!(
+            c.peers.lookup_timeout,
+            std::time::Duration::from_millis(300)
+        );
+        for section in ["[peers]", "[[peers.proxy]]", "[admin]", "[registrar]"] {
+            let bad = text.replacen(section, &format!("{section}\nbogus_key = 1"), 1);
+            let err = ProxyConfig::parse(&path, &bad)
+                .expect_err(section)
+                .to_string();
+            assert!(
+                err.contains("bogus_key") && err.contains("proxy.example.toml"),
+                "{section}: {err}"
+            );
+        }
     }
 }

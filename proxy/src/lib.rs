@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod churn;
 pub mod cli;
 pub mod config;
 pub mod registrar;

@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sipedge_shared::admin::{self, NoRoutes};
+use sipedge_shared::admin;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
+use crate::churn::admin::ProxyAdmin;
+use crate::churn::Churn;
 use crate::config::{Listen, ProxyConfig};
 use crate::registrar::Registrar;
 use crate::server::cdr::CdrSink;
@@ -27,6 +29,9 @@ pub enum RunError {
     /// The subscriber store could not be opened.
     #[error("subscriber store: {0}")]
     Store(#[from] OpenError),
+    /// The HTTP client toward the peers could not be built.
+    #[error("peer HTTP client: {0}")]
+    PeerClient(#[from] reqwest::Error),
     /// The CDR file could not be opened.
     #[error("CDR file {file}: {source}")]
     Cdr {
@@ -111,6 +116,7 @@ pub async fn run(
     let udp = Arc::new(tokio::net::UdpSocket::from_std(sockets.udp)?);
     let registrar = Registrar::new(&config.registrar);
     let auth = Authenticator::new(Arc::clone(&store), config.auth.clone());
+    let churn = Churn::start(&config.id, config.peers.clone(), &config.edge, &shutdown)?;
     let mut local = vec![addrs.udp];
     local.extend(addrs.tcp);
     tracing::info!(id = %config.id, udp = %addrs.udp, tcp = ?addrs.tcp, admin = ?addrs.admin, "proxy running");
@@ -122,6 +128,7 @@ pub async fn run(
         store,
         Net::new(Arc::clone(&udp)),
         local,
+        churn,
     ));
     let tracker = tokio_util::task::TaskTracker::new();
     tracker.spawn(transport::udp_loop(
@@ -137,8 +144,9 @@ pub async fn run(
     if let Some(admin_l) = sockets.admin {
         let l = tokio::net::TcpListener::from_std(admin_l)?;
         let stop = shutdown.clone();
+        let routes_core = Arc::clone(&core);
         tracker.spawn(async move {
-            if let Err(e) = admin::serve(l, Arc::new(NoRoutes), stop).await {
+            if let Err(e) = admin::serve(l, Arc::new(ProxyAdmin::new(routes_core)), stop).await {
                 tracing::warn!(error = %e, "admin server stopped");
             }
         });

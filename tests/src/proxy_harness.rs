@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use sipedge_proxy::churn::wire::{encode_aor, BindingsBody};
 use sipedge_proxy::config::ProxyConfig;
 use sipedge_proxy::run::{bind, run, Addresses};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,10 @@ use crate::lb_harness::{LbOptions, TestLb};
 /// Knobs of a test proxy.
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
+    /// Proxy id (the hash key the LB ranks on).
+    pub id: String,
+    /// `[[peers.proxy]]`: (id, admin base URL); empty: no peers.
+    pub peers: Vec<(String, String)>,
     /// `auth.nonce_lifetime` in seconds (at least 10).
     pub nonce_lifetime_s: u64,
     /// `auth.ban.ip_max_failures`.
@@ -35,6 +40,8 @@ pub struct ProxyOptions {
 impl Default for ProxyOptions {
     fn default() -> Self {
         ProxyOptions {
+            id: "p1".into(),
+            peers: vec![],
             nonce_lifetime_s: 300,
             ip_max_failures: 20,
             gateway_groups: vec![],
@@ -50,13 +57,14 @@ impl Default for ProxyOptions {
 /// first because SIPp 3.6 reads only the first challenge and knows only MD5.
 pub fn proxy_toml(opts: &ProxyOptions) -> String {
     let mut s = format!(
-        "id = \"p1\"\nedge = \"{}\"\ndomains = [\"sipedge.local\"]\npstn_pattern = \"+?[0-9]{{5,}}\"\n\
+        "id = {:?}\nedge = \"{}\"\ndomains = [\"sipedge.local\"]\npstn_pattern = \"+?[0-9]{{5,}}\"\n\
          [listen]\nudp = \"127.0.0.1:0\"\ntcp = \"127.0.0.1:0\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\
          [auth]\nnonce_secret = \"sipedge-test-nonce-secret-0123\"\nnonce_lifetime = \"{}s\"\n\
          challenge_order = {}\n\
          [auth.ban]\nip_max_failures = {}\nuser_max_failures = 0\n\
          [timers]\nt1 = \"100ms\"\nt2 = \"400ms\"\nt4 = \"500ms\"\ntrying_delay = \"0ms\"\n",
+        opts.id,
         opts.edge,
         opts.nonce_lifetime_s,
         if opts.md5_first {
@@ -68,6 +76,12 @@ pub fn proxy_toml(opts: &ProxyOptions) -> String {
     );
     if let Some(u) = &opts.users_db_url {
         s.push_str(&format!("[users]\ndb_url = {u:?}\n"));
+    }
+    if !opts.peers.is_empty() {
+        s.push_str(&format!("[peers]\ntoken = {PEER_TOKEN:?}\n"));
+        for (id, url) in &opts.peers {
+            s.push_str(&format!("[[peers.proxy]]\nid = {id:?}\nurl = {url:?}\n"));
+        }
     }
     if let Some(c) = &opts.cdr {
         s.push_str(&format!("[cdr]\nfile = {:?}\n", c.display().to_string()));
@@ -83,6 +97,9 @@ pub fn proxy_toml(opts: &ProxyOptions) -> String {
     }
     s
 }
+
+/// The `peers.token` of test proxies.
+pub const PEER_TOKEN: &str = "test-peer-token";
 
 /// A running proxy.
 #[derive(Debug)]
@@ -114,6 +131,100 @@ impl TestProxyServer {
         self.shutdown.cancel();
         Ok(self.task.await??)
     }
+
+    /// Starts `ids.len()` proxies that are each other's peers: all bind
+    /// first (port 0), then each runs with the others' admin URLs. Proxy `i`
+    /// gets id `ids[i]` and edge `{opts.edge}-{ids[i]}` (its own metrics).
+    pub async fn start_tier(
+        ids: &[&str],
+        opts: &ProxyOptions,
+    ) -> anyhow::Result<Vec<TestProxyServer>> {
+        let path = Path::new("<test proxy.toml>");
+        let mut bound = Vec::with_capacity(ids.len());
+        for id in ids {
+            let o = ProxyOptions {
+                id: (*id).into(),
+                edge: format!("{}-{id}", opts.edge),
+                peers: vec![],
+                ..opts.clone()
+            };
+            let cfg = ProxyConfig::parse(path, &proxy_toml(&o))?;
+            let sockets = bind(&cfg.listen)?;
+            let admin = sockets
+                .addresses()?
+                .admin
+                .ok_or_else(|| anyhow::anyhow!("test proxies have an admin server"))?;
+            bound.push((o, sockets, admin));
+        }
+        let urls: Vec<(String, String)> = bound
+            .iter()
+            .map(|(o, _, admin)| (o.id.clone(), format!("http://{admin}")))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for (mut o, sockets, _) in bound {
+            o.peers = urls.iter().filter(|(id, _)| *id != o.id).cloned().collect();
+            let cfg = ProxyConfig::parse(path, &proxy_toml(&o))?;
+            let addrs = sockets.addresses()?;
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(run(cfg, sockets, shutdown.clone()));
+            out.push(TestProxyServer {
+                addrs,
+                shutdown,
+                task,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `GET /v1/bindings/{aor}` on its admin server (peer token): the bindings
+    /// it would hand a peer, replicas marked with their origin.
+    pub async fn bindings(&self, aor: &str) -> anyhow::Result<BindingsBody> {
+        let admin = self
+            .addrs
+            .admin
+            .ok_or_else(|| anyhow::anyhow!("no admin server"))?;
+        let url = format!("http://{admin}/v1/bindings/{}", encode_aor(aor));
+        let r = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(PEER_TOKEN)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(r.json().await?)
+    }
+
+    /// The value of the metric line starting `name{edge="<edge>"` plus
+    /// `labels` (e.g. `,result="found"`), 0 when absent.
+    pub async fn metric(&self, name: &str, edge: &str, labels: &str) -> f64 {
+        let Some(admin) = self.addrs.admin else {
+            return 0.0;
+        };
+        let want = format!("{name}{{edge=\"{edge}\"{labels}}} ");
+        let text = match reqwest::get(format!("http://{admin}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => return 0.0,
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix(&want))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// An LB in front of one proxy.

@@ -86,6 +86,10 @@ pub struct Binding {
     pub q: Option<Q>,
     /// When the binding lapses.
     pub expires_at: Instant,
+    /// When the REGISTER that last wrote it was accepted (for a replica:
+    /// reconstructed from the age the peer reported). Orders bindings with
+    /// different Call-IDs (see `churn::replicas::is_newer`).
+    pub registered_at: Instant,
     /// Call-ID of the REGISTER that last wrote it.
     pub call_id: String,
     /// CSeq number of that REGISTER.
@@ -256,6 +260,7 @@ mod tests {
             contact: "sip:a@h".into(),
             q: None,
             expires_at: now + std::time::Duration::from_millis(1500),
+            registered_at: now,
             call_id: "c".into(),
             cseq: 1,
             path: vec![],

@@ -165,6 +165,7 @@ impl Location {
                         contact: c.uri.clone(),
                         q: c.q,
                         expires_at: now + c.expires,
+                        registered_at: now,
                         call_id: updates.call_id.clone(),
                         cseq: updates.cseq,
                         path: updates.path.clone(),
@@ -244,8 +245,9 @@ impl Location {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    /// Every live binding, for replication to a peer (locks one shard at a
-    /// time, so it is not an atomic picture of the whole store).
+    /// Every live binding (locks one shard at a time, so it is not an atomic
+    /// picture of the whole store). Replicas of peers' bindings are not here:
+    /// they live in `churn::replicas`, apart from §10.3's order checks.
     pub fn snapshot(&self, now: Instant) -> Vec<Binding> {
         let mut out = Vec::new();
         for shard in &self.shards {
@@ -258,36 +260,6 @@ impl Location {
             );
         }
         out
-    }
-
-    /// Stores a binding received from a peer. It replaces a binding with the
-    /// same identity unless that one is newer (same Call-ID and higher CSeq,
-    /// or a different Call-ID and a later expiry). Returns whether it was
-    /// stored; expired replicas are dropped.
-    pub fn insert_replica(&self, binding: Binding, now: Instant) -> bool {
-        if binding.is_expired(now) {
-            return false;
-        }
-        let mut shard = self.shard(&binding.aor);
-        let list = shard.entry(binding.aor.clone()).or_default();
-        match list.iter().position(|b| b.id().same(&binding.id())) {
-            Some(i) => {
-                let old = &list[i];
-                let newer = if old.call_id == binding.call_id {
-                    binding.cseq >= old.cseq
-                } else {
-                    binding.expires_at >= old.expires_at
-                };
-                if newer {
-                    list[i] = binding;
-                }
-                newer
-            }
-            None => {
-                list.push(binding);
-                true
-            }
-        }
     }
 }
 
@@ -535,9 +507,8 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_and_replica() {
+    fn snapshot_lists_live_bindings() {
         let a = Location::default();
-        let b = Location::default();
         let now = Instant::now();
         a.apply(
             "x",
@@ -551,19 +522,9 @@ mod tests {
             now,
         )
         .expect("ok");
-        let snap = a.snapshot(now);
-        assert_eq!(snap.len(), 2);
-        for binding in snap {
-            assert!(b.insert_replica(binding, now));
-        }
-        assert_eq!(contacts(&b.lookup("x", now)), vec!["sip:x@1"]);
-        // An older copy (same Call-ID, lower CSeq) does not overwrite.
-        let mut old = b.lookup("x", now).remove(0);
-        old.cseq = 0;
-        old.contact = "sip:x@1".into();
-        assert!(!b.insert_replica(old.clone(), now));
-        old.expires_at = now;
-        assert!(!b.insert_replica(old, now), "expired replica dropped");
+        let mut snap: Vec<String> = a.snapshot(now).into_iter().map(|b| b.contact).collect();
+        snap.sort();
+        assert_eq!(snap, ["sip:x@1", "sip:y@1"]);
         assert!(a.snapshot(now + secs(60)).is_empty());
     }
 

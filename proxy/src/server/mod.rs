@@ -29,6 +29,7 @@ use sipedge_shared::sip::{build_response, check_request, Host, Message, Method, 
 use tokio::sync::Notify;
 
 use crate::auth::{AuthInput, AuthOutcome, Authenticator};
+use crate::churn::Churn;
 use crate::config::ProxyConfig;
 use crate::registrar::Registrar;
 use crate::transaction::{
@@ -67,6 +68,8 @@ pub struct Core {
     pub net: transport::Net,
     /// Our own addresses (Route entries naming one of them are ours).
     pub local_addrs: Vec<SocketAddr>,
+    /// Replicas and peer lookups (off without peers).
+    pub churn: Churn,
     state: Mutex<State>,
     /// Wakes the timer loop when a transaction was added.
     pub wake: Notify,
@@ -108,6 +111,7 @@ impl Core {
         store: Arc<dyn SubscriberStore>,
         net: transport::Net,
         local_addrs: Vec<SocketAddr>,
+        churn: Churn,
     ) -> Self {
         Core {
             cfg,
@@ -117,6 +121,7 @@ impl Core {
             store,
             net,
             local_addrs,
+            churn,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
         }
@@ -486,6 +491,7 @@ impl Core {
             if now.duration_since(last_purge) >= std::time::Duration::from_secs(5) {
                 last_purge = now;
                 self.registrar.location().purge_expired(now);
+                self.churn.purge(now);
                 self.env
                     .metrics
                     .registrations

@@ -132,6 +132,12 @@ pub async fn handle(core: &Core, msg: &Message, src: &Source, key: &ServerKey) {
     let outcome = core.registrar.register(&req, &mut rand::thread_rng());
     match outcome {
         RegisterOutcome::Ok { bindings, path } => {
+            // A change (not a query): copy the AOR's new set to the next-ranked
+            // proxy; queued, never delays the 200.
+            if core.churn.enabled() && (req.star || !req.contacts.is_empty()) {
+                let set = bindings.iter().map(|g| g.binding.clone()).collect();
+                core.churn.replicate(&req.aor, set);
+            }
             let contacts: Vec<String> = bindings.iter().map(contact_value).collect();
             let paths: Vec<String> = path.iter().map(|p| format!("<{p}>")).collect();
             let mut extra: Vec<(&str, &str)> =

@@ -224,37 +224,30 @@ impl Core {
         }
     }
 
-    /// §16.5 for a local domain: registered contacts, 480, sip2pstn or 404.
+    /// §16.5 for a local domain: registered contacts (ours, replicas, or
+    /// a peer's), 480, sip2pstn or 404.
     async fn decide_local(&self, uri: &Uri<'_>, domain: &str) -> Decision {
         let user = uri.user_unescaped();
         if user.is_empty() {
             return Decision::Reply(404, "Not Found");
         }
         let aor = format!("{user}@{domain}");
-        let bindings = self.registrar.location().lookup(&aor, Instant::now());
+        let now = Instant::now();
+        let local = self.registrar.location().lookup(&aor, now);
+        let bindings = self.churn.routable(&aor, local, now);
         if !bindings.is_empty() {
-            let mut targets = Vec::new();
-            for b in bindings {
-                let routes: Vec<String> = b.path.iter().map(|p| format!("<{p}>")).collect();
-                let hop = match routes.first() {
-                    Some(r) => route_addr(r),
-                    None => Uri::parse(&b.contact).ok().as_ref().and_then(uri_addr),
-                };
-                if let Some(next_hop) = hop {
-                    targets.push(Target {
-                        ruri: Some(b.contact.clone()),
-                        routes,
-                        next_hop,
-                    });
-                }
-            }
-            if targets.is_empty() {
-                return Decision::Reply(480, "Temporarily Unavailable");
-            }
-            return Decision::Local(targets);
+            return contacts_decision(bindings);
         }
         match self.store.lookup(&user, domain).await {
-            Ok(Some(_)) => return Decision::Reply(480, "Temporarily Unavailable"),
+            Ok(Some(_)) => {
+                // A subscriber without a binding here: their home proxy may
+                // have left the live set. Only known users cost a peer lookup.
+                let found = self.churn.ask_peers(&aor).await;
+                if !found.is_empty() {
+                    return contacts_decision(found);
+                }
+                return Decision::Reply(480, "Temporarily Unavailable");
+            }
             Ok(None) => {}
             Err(e) if e.is_unavailable() => {
                 tracing::warn!(error = %e, "subscriber store unavailable");
@@ -400,4 +393,28 @@ impl Core {
         self.wake.notify_one();
         self.flush(out);
     }
+}
+
+/// Targets for a user's bindings, each through its stored Path (RFC 3327):
+/// the first Path entry is the next hop; without a Path, the contact itself.
+fn contacts_decision(bindings: Vec<crate::registrar::Binding>) -> Decision {
+    let mut targets = Vec::new();
+    for b in bindings {
+        let routes: Vec<String> = b.path.iter().map(|p| format!("<{p}>")).collect();
+        let hop = match routes.first() {
+            Some(r) => route_addr(r),
+            None => Uri::parse(&b.contact).ok().as_ref().and_then(uri_addr),
+        };
+        if let Some(next_hop) = hop {
+            targets.push(Target {
+                ruri: Some(b.contact),
+                routes,
+                next_hop,
+            });
+        }
+    }
+    if targets.is_empty() {
+        return Decision::Reply(480, "Temporarily Unavailable");
+    }
+    Decision::Local(targets)
 }
