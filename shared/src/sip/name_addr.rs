@@ -64,7 +64,7 @@ impl<'a> NameAddr<'a> {
                 if inner.is_empty() { None } else { Some(inner) },
                 s.len() - rest.len(),
             )
-        } else if let Some(lt) = s.find('<') {
+        } else if let Some(lt) = scan::find_byte(s, b'<') {
             let d = scan::trim(&s[..lt]);
             let ok = d.bytes().all(|c| is_token_byte(c) || scan::is_lws(c));
             if !ok {
@@ -88,7 +88,7 @@ impl<'a> NameAddr<'a> {
             });
         };
         let after_lt = &s[lt + 1..];
-        let gt = after_lt.find('>').ok_or(bad.clone())?;
+        let gt = scan::find_byte(after_lt, b'>').ok_or(bad.clone())?;
         let uri = Uri::parse(&after_lt[..gt])?;
         let (params, tag) = checked_params(scan::trim_start(&after_lt[gt + 1..]))?;
         Ok(NameAddr {

@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::error::ParseError;
-use super::scan::Params;
+use super::scan::{self, Params};
 
 /// The scheme of a URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +224,7 @@ fn scheme_ok(s: &str) -> bool {
 impl<'a> Uri<'a> {
     /// Parse a URI. Unknown schemes parse as `Scheme::Other` with the rest opaque.
     pub fn parse(raw: &'a str) -> Result<Uri<'a>, ParseError> {
-        let colon = raw.find(':').ok_or(ParseError::BadUri)?;
+        let colon = scan::find_byte(raw, b':').ok_or(ParseError::BadUri)?;
         let (scheme_s, rest) = (&raw[..colon], &raw[colon + 1..]);
         if !scheme_ok(scheme_s) {
             return Err(ParseError::BadUri);
@@ -252,7 +252,7 @@ impl<'a> Uri<'a> {
             });
         };
         if scheme == Scheme::Tel {
-            let end = rest.find(';').unwrap_or(rest.len());
+            let end = scan::find_byte(rest, b';').unwrap_or(rest.len());
             let number = &rest[..end];
             let params = &rest[end..];
             let num_ok = !number.is_empty()
@@ -276,7 +276,7 @@ impl<'a> Uri<'a> {
             });
         }
         // userinfo ends at the first '@' ('@' is never legal unescaped elsewhere).
-        let (userinfo, hostpart) = match rest.find('@') {
+        let (userinfo, hostpart) = match scan::find_byte(rest, b'@') {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
@@ -284,7 +284,7 @@ impl<'a> Uri<'a> {
             None => (None, None),
             Some(ui) => {
                 // The user may hold ';' and '?' (semiuri); the password follows the first ':'.
-                match ui.find(':') {
+                match scan::find_byte(ui, b':') {
                     Some(c) => (Some(&ui[..c]), Some(&ui[c + 1..])),
                     None => (Some(ui), None),
                 }
@@ -295,7 +295,7 @@ impl<'a> Uri<'a> {
         }
         let params_at = |s: &str| memchr::memchr2(b';', b'?', s.as_bytes()).unwrap_or(s.len());
         let (hostport, after) = if hostpart.starts_with('[') {
-            let close = hostpart.find(']').ok_or(ParseError::BadUri)?;
+            let close = scan::find_byte(hostpart, b']').ok_or(ParseError::BadUri)?;
             let rest = &hostpart[close + 1..];
             let e = params_at(rest);
             (&hostpart[..close + 1 + e], &rest[e..])
@@ -304,7 +304,7 @@ impl<'a> Uri<'a> {
             (&hostpart[..e], &hostpart[e..])
         };
         let (host_str, port) = match memchr::memrchr(b':', hostport.as_bytes()) {
-            Some(c) if !hostport[c..].contains(']') => {
+            Some(c) if scan::find_byte(&hostport[c..], b']').is_none() => {
                 let p = &hostport[c + 1..];
                 if p.is_empty() || p.len() > 5 || !p.bytes().all(|d| d.is_ascii_digit()) {
                     return Err(ParseError::BadUri);
@@ -317,7 +317,7 @@ impl<'a> Uri<'a> {
             _ => (hostport, None),
         };
         let host = Host::parse(host_str)?;
-        let (params, headers) = match after.find('?') {
+        let (params, headers) = match scan::find_byte(after, b'?') {
             Some(q) => (&after[..q], Some(&after[q + 1..])),
             None => (after, None),
         };
@@ -405,7 +405,7 @@ impl std::fmt::Display for Uri<'_> {
 
 /// Decode `%HEX HEX` escapes; `%00` and escapes that do not form UTF-8 stay as written.
 pub fn unescape(s: &str) -> Cow<'_, str> {
-    if !s.contains('%') {
+    if scan::find_byte(s, b'%').is_none() {
         return Cow::Borrowed(s);
     }
     let b = s.as_bytes();

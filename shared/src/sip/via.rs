@@ -94,11 +94,11 @@ impl<'a> Via<'a> {
             return Err(bad);
         }
         // sent-by ends at ';' (params) — or at the end.
-        let end = rest.find(';').unwrap_or(rest.len());
+        let end = scan::find_byte(rest, b';').unwrap_or(rest.len());
         let sent_by = scan::trim(&rest[..end]);
         let params = Params::new(&rest[end..]);
         let (host_str, port) = if sent_by.starts_with('[') {
-            let close = sent_by.find(']').ok_or(bad.clone())?;
+            let close = scan::find_byte(sent_by, b']').ok_or(bad.clone())?;
             let after = scan::trim_start(&sent_by[close + 1..]);
             let port = match after.strip_prefix(':') {
                 Some(p) => Some(parse_port(scan::trim_start(p))?),
@@ -107,7 +107,7 @@ impl<'a> Via<'a> {
             };
             (&sent_by[..close + 1], port)
         } else {
-            match sent_by.find(':') {
+            match scan::find_byte(sent_by, b':') {
                 Some(c) => (
                     scan::trim(&sent_by[..c]),
                     Some(parse_port(scan::trim(&sent_by[c + 1..]))?),
