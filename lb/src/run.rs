@@ -178,6 +178,30 @@ fn sent_by(addr: SocketAddr, advertise: &str) -> String {
     }
 }
 
+impl Shared {
+    /// What the workers share, without sockets: for driving a [`Core`]
+    /// directly (the pipeline benchmark). Responses toward UDP clients stay in
+    /// `Core::out`; metrics handles are no-ops unless a recorder is installed.
+    pub fn detached(cfg: &RunConfig) -> anyhow::Result<Shared> {
+        let carriers = CarrierMap::new(&cfg.carriers).context("carrier map")?;
+        let settings = cfg.settings.clone();
+        Ok(Shared {
+            metrics: LbMetrics::new(&settings.edge, carriers.names()),
+            proxies: Arc::new(ProxySet::new(
+                cfg.static_proxies.clone(),
+                cfg.monitor_freshness,
+                &settings.edge,
+            )),
+            flows: Arc::new(FlowTable::new()),
+            ext_udp: Vec::new(),
+            ext_sent_by: vec![settings.advertise.clone()],
+            carriers,
+            flood: Flood::new(cfg.flood.clone()),
+            settings,
+        })
+    }
+}
+
 /// Runs the LB until `shutdown` is cancelled.
 pub async fn run(
     cfg: RunConfig,
