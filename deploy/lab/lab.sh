@@ -33,6 +33,9 @@ DOMAIN=example.com
 PROXY_IPS=(10.0.9.1 10.0.9.2 10.0.9.3)
 SIPMON_IP=10.0.9.10
 CLIENT_IP=192.0.2.10
+# Each client SIPp run sends from an address of its own: 20 per client loop
+# from 192.0.2.100 up (see sipp_loop).
+CLIENT_POOL=100 CLIENT_SLOT_SIZE=20 CLIENT_SLOTS=6
 ADMIN_TOKEN=lab-admin-token-0123456789
 # Shared by both LBs (flow tokens must verify on either); lab only.
 FLOW_KEY=hex:6c61622d666c6f772d6b65792d30303031323334
@@ -130,6 +133,8 @@ topology_up() {
 	nsx sel-core ip route add 10.0.0.0/8 via 10.0.9.254
 
 	nsx sel-cli ip addr add $CLIENT_IP/24 dev eth0
+	seq $CLIENT_POOL $((CLIENT_POOL + CLIENT_SLOTS * CLIENT_SLOT_SIZE - 1)) |
+		sed 's|.*|addr add 192.0.2.&/24 dev eth0|' | ip -n sel-cli -batch -
 	# Only the VIP's prefix, and only toward the lab router.
 	nsx sel-cli ip route add 203.0.113.0/24 via 192.0.2.1
 }
@@ -298,10 +303,6 @@ nonce_secret = "lab-nonce-secret-0123456789abcdef"
 # SIPp 3.6 reads only the first challenge and knows only MD5.
 challenge_order = ["MD5", "SHA-256"]
 
-[auth.ban]
-# Every lab client sends from 192.0.2.10 (like users behind one NAT).
-ip_max_failures = 0
-
 [users]
 file = "$RUN/users.toml"
 
@@ -411,18 +412,29 @@ down() {
 SIPP_TRACE=()
 [ "${SIPEDGE_LAB_TRACE:-0}" = 1 ] && SIPP_TRACE=(-trace_msg -trace_err)
 
-# sipp_loop NAME UNTIL SIPP-ARGS...: one SIPp in sel-cli over one TCP
+# sipp_loop NAME SLOT UNTIL SIPP-ARGS...: one SIPp in sel-cli over one TCP
 # connection to the VIP. When the connection breaks SIPp exits and the loop
 # starts it again after 100 ms (a new connection, so a new REGISTER), until
 # UNTIL (ms). Logs (-trace_logs) go to $RUN/cli/NAME.
+#
+# Each run sends from the next address of the loop's SLOT (0-5). With one
+# address for all, a new connection sometimes got the source port of an
+# older one that the other site still holds (an ESTABLISHED flow nobody
+# reset, or TIME_WAIT after an LB kill). When the VIP moved there, that
+# site answered the new connection's segments with ACKs for the old one,
+# not a reset, and the client hung until TCP gave up (minutes). Clients
+# behind one NAT can meet this too; the lab avoids it, to stay
+# deterministic.
 sipp_loop() {
-	local name=$1 until=$2 dir=$RUN/cli/$1 left
-	shift 2
+	local name=$1 slot=$2 until=$3 dir=$RUN/cli/$1 left ip run=0
+	shift 3
 	mkdir -p "$dir"
 	cd "$dir"
 	while [ "$(now_ms)" -lt "$until" ]; do
 		left=$(((until - $(now_ms)) / 1000 + 1))
-		ip netns exec sel-cli sipp -t t1 -i $CLIENT_IP "$@" -recv_timeout 2000 -nd \
+		ip=192.0.2.$((CLIENT_POOL + slot * CLIENT_SLOT_SIZE + run % CLIENT_SLOT_SIZE))
+		run=$((run + 1))
+		ip netns exec sel-cli sipp -t t1 -i "$ip" "$@" -recv_timeout 2000 -nd \
 			-timeout "${left}s" -max_reconnect 0 -nostdin -trace_logs "${SIPP_TRACE[@]}" \
 			$VIP:5060 >/dev/null 2>&1 &
 		# SIPp's [clock_tick] counts ms from its own start: keep the wall
@@ -433,20 +445,21 @@ sipp_loop() {
 	done
 }
 
-# ua_loop USER UNTIL: USER's phone. It registers with digest auth about
+# ua_loop USER SLOT UNTIL: USER's phone. It registers with digest auth about
 # once a second and answers the calls and OPTIONS that reach it over its
 # connection (-oocsf: requests with an unknown Call-ID).
 ua_loop() {
-	sipp_loop "ua-$1" "$2" -sf "$HERE/sipp/ua_register.xml" -oocsf "$HERE/sipp/ua_answer.xml" \
+	sipp_loop "ua-$1" "$2" "$3" -sf "$HERE/sipp/ua_register.xml" -oocsf "$HERE/sipp/ua_answer.xml" \
 		-s "$1" -au "$1" -ap "$(password_of "$1")" -auth_uri $DOMAIN -r 5 -l 1 -m 100000
 }
 
-# caller_loop USER CALLEE UNTIL: USER calls CALLEE 5 times a second from a
+# caller_loop USER CALLEE SLOT UNTIL: USER calls CALLEE 5 times a second from a
 # second SIPp with its own connection (SIPp has one digest uri per process:
-# sip:example.com for the REGISTERs, sip:CALLEE@example.com here).
+# sip:example.com for the REGISTERs, sip:CALLEE@example.com here). Up to 10
+# calls at a time, so calls stuck for their 2 s never hold up new ones.
 caller_loop() {
-	sipp_loop "call-$1" "$3" -sf "$HERE/sipp/caller.xml" -s "$1" -key callee "$2" \
-		-au "$1" -ap "$(password_of "$1")" -auth_uri "$2@$DOMAIN" -r 5 -l 5 -m 100000
+	sipp_loop "call-$1" "$3" "$4" -sf "$HERE/sipp/caller.xml" -s "$1" -key callee "$2" \
+		-au "$1" -ap "$(password_of "$1")" -auth_uri "$2@$DOMAIN" -r 5 -l 10 -m 100000
 }
 
 # start_of NAME PID: the wall clock (ms) when that SIPp run was launched.
@@ -635,8 +648,8 @@ run_test() {
 	local until=$(($(now_ms) + 120000)) i n=${#USERS[@]}
 	# Each user has a phone (registers, answers) and calls the next user
 	# once every phone is registered.
-	for i in "${USERS[@]}"; do
-		ua_loop "$i" $until &
+	for i in $(seq 0 $((n - 1))); do
+		ua_loop "${USERS[$i]}" "$i" $until &
 		CLIENT_PIDS+=($!)
 	done
 	local warm t0 tsw tw tk flaps
@@ -647,7 +660,7 @@ run_test() {
 	done
 	warm=$(now_ms)
 	for i in $(seq 0 $((n - 1))); do
-		caller_loop "${USERS[$i]}" "${USERS[$(((i + 1) % n))]}" $until &
+		caller_loop "${USERS[$i]}" "${USERS[$(((i + 1) % n))]}" $((n + i)) $until &
 		CLIENT_PIDS+=($!)
 	done
 	until recovered 10.0.1.1 "$warm"; do
