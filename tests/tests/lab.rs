@@ -75,10 +75,17 @@ const BINARIES: [&str; 3] = ["sipedge-lb", "sipedge-proxy", "sipmon"];
 /// built from (their crates, `shared` and `Cargo.lock`).
 fn binaries_fresh(bins: &Path) -> bool {
     let root = repo_root();
-    let sources = ["lb", "proxy", "sipmon", "shared", "Cargo.lock", "Cargo.toml"]
-        .iter()
-        .filter_map(|p| newest_mtime(&root.join(p)))
-        .max();
+    let sources = [
+        "lb",
+        "proxy",
+        "sipmon",
+        "shared",
+        "Cargo.lock",
+        "Cargo.toml",
+    ]
+    .iter()
+    .filter_map(|p| newest_mtime(&root.join(p)))
+    .max();
     let built = BINARIES
         .iter()
         .map(|b| {
@@ -105,7 +112,15 @@ fn binaries() -> anyhow::Result<PathBuf> {
         return Ok(bins);
     }
     let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "sipedge-lb", "-p", "sipedge-proxy", "-p", "sipmon"])
+        .args([
+            "build",
+            "-p",
+            "sipedge-lb",
+            "-p",
+            "sipedge-proxy",
+            "-p",
+            "sipmon",
+        ])
         .current_dir(repo_root())
         .status()
         .context("running cargo build")?;
