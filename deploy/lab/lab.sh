@@ -311,7 +311,21 @@ file = "$RUN/cdr-p$n.jsonl"
 
 [admin]
 listen = "$ip:9061"
+
+# The other two proxies: each binding set is copied to the next-ranked
+# proxy, and a proxy with no binding asks them before answering 480.
+[peers]
+token = "lab-peer-token-0123456789"
+$(peers_of "$n")
 EOF
+}
+
+peers_of() { # n: the [[peers.proxy]] tables of every other proxy
+	local j
+	for j in 1 2 3; do
+		[ "$j" = "$1" ] && continue
+		printf '\n[[peers.proxy]]\nid = "p%s"\nurl = "http://%s:9061"\n' "$j" "${PROXY_IPS[$((j - 1))]}"
+	done
 }
 
 proxy_ready() { nsx sel-core curl -sf --max-time 0.5 -o /dev/null "http://$1:9061/readyz"; }
@@ -632,6 +646,20 @@ kill_site_a_link() {
 	for p in $(ip netns pids sel-a); do kill -KILL "$p" 2>/dev/null || true; done
 }
 
+# metric_sum TEXT NAME: the sum of every NAME series in a /metrics TEXT.
+metric_sum() { awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%d", s }' <<<"$1"; }
+
+# What each proxy did: its call records and the binding replicas it sent to
+# and received from its peers.
+proxy_summary() {
+	local n ip m
+	for n in 1 2 3; do
+		ip=${PROXY_IPS[$((n - 1))]}
+		m=$(nsx sel-core curl -s --max-time 1 "http://$ip:9061/metrics" || true)
+		log "p$n: $(wc -l <"$RUN/cdr-p$n.jsonl") call records; binding replicas sent $(metric_sum "$m" sipedge_proxy_replicas_sent_total), received $(metric_sum "$m" sipedge_proxy_replicas_received_total)"
+	done
+}
+
 CLIENT_PIDS=()
 stop_clients() {
 	local p
@@ -762,6 +790,7 @@ run_test() {
 	for i in "${USERS[@]}"; do
 		log "$i: $(count_calls "$i" "$warm") calls answered in all over $(wc -l <"$RUN/cli/call-$i/starts") caller connections; her phone connected $(wc -l <"$RUN/cli/ua-$i/starts") times"
 	done
+	proxy_summary
 	log "test took $((($(now_ms) - started) / 1000)) s"
 	trap - EXIT
 	stop_clients
