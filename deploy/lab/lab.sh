@@ -7,15 +7,18 @@
 #
 # Namespaces: sel-rtr (router, BIRD), sel-a and sel-b (LB sites: sipedge-lb on
 # the anycast VIP 203.0.113.10 plus a unicast internal address, BIRD announcing
-# the VIP over eBGP while /readyz is 200), sel-core (3 proxies, sipmon when it
-# is built), sel-cli (SIPp clients over TCP to the VIP). Static unicast routes,
-# BGP for the VIP only; no route leaves the namespaces. See README.md.
+# the VIP over eBGP while /readyz is 200), sel-core (3 sipedge-proxy sharing
+# one users file, sipmon pushing the live set to both LBs), sel-cli (SIPp user
+# agents that register with digest auth and call each other over TCP to the
+# VIP). Static unicast routes, BGP for the VIP only; no route leaves the
+# namespaces. See README.md.
 #
 # Needs root, iproute2, bird2 (bird, birdc), sipp, curl and python3. The sites
 # run deploy/bird: bird-lb-site.conf (defines filled in) and the /readyz check
-# sipedge-anycast-check. Binaries: $SIPEDGE_LAB_BIN_DIR, else cargo builds
-# target/$SIPEDGE_LAB_PROFILE (debug by default, or release). Run files and
-# logs: $SIPEDGE_LAB_DIR (default target/lab). The last line of `test` is:
+# sipedge-anycast-check. Binaries (sipedge-lb, sipedge-proxy, sipmon):
+# $SIPEDGE_LAB_BIN_DIR, else cargo builds target/$SIPEDGE_LAB_PROFILE (debug
+# by default, or release). Run files and logs: $SIPEDGE_LAB_DIR (default
+# target/lab). The last line of `test` is:
 #   LAB VERDICT: PASS ...   or   LAB VERDICT: FAIL <reason>
 set -Eeuo pipefail
 trap 'echo "LAB VERDICT: FAIL command failed at line $LINENO: $BASH_COMMAND"' ERR
@@ -26,9 +29,13 @@ RUN=${SIPEDGE_LAB_DIR:-$REPO/target/lab}
 NAMESPACES=(sel-rtr sel-a sel-b sel-core sel-cli)
 VIP=203.0.113.10
 USERS=(alice bob carol)
+DOMAIN=example.com
 PROXY_IPS=(10.0.9.1 10.0.9.2 10.0.9.3)
 SIPMON_IP=10.0.9.10
 CLIENT_IP=192.0.2.10
+# Each client SIPp run sends from an address of its own: 20 per client loop
+# from 192.0.2.100 up (see sipp_loop).
+CLIENT_POOL=100 CLIENT_SLOT_SIZE=20 CLIENT_SLOTS=6
 ADMIN_TOKEN=lab-admin-token-0123456789
 # Shared by both LBs (flow tokens must verify on either); lab only.
 FLOW_KEY=hex:6c61622d666c6f772d6b65792d30303031323334
@@ -61,20 +68,18 @@ find_bins() {
 		local profile=${SIPEDGE_LAB_PROFILE:-debug} cargo=${CARGO:-cargo}
 		BIN=$REPO/target/$profile
 		if command -v "$cargo" >/dev/null; then
-			log "cargo build ($profile) -p sipedge-lb -p sipmon"
-			(cd "$REPO" && "$cargo" build -q $([ "$profile" = release ] && echo --release) -p sipedge-lb -p sipmon) ||
-				die "cargo build failed"
+			log "cargo build ($profile) -p sipedge-lb -p sipedge-proxy -p sipmon"
+			(cd "$REPO" && "$cargo" build -q $([ "$profile" = release ] && echo --release) \
+				-p sipedge-lb -p sipedge-proxy -p sipmon) || die "cargo build failed"
 		else
 			log "no cargo: using the binaries already in $BIN"
 		fi
 	fi
-	[ -x "$BIN/sipedge-lb" ] || die "no sipedge-lb in $BIN"
+	local b
+	for b in sipedge-lb sipedge-proxy sipmon; do
+		[ -x "$BIN/$b" ] || die "no $b in $BIN"
+	done
 	log "binaries from $BIN"
-}
-
-# sipmon joins the lab when its binary has `sipmon run` (main has it).
-sipmon_ready() {
-	[ -x "$BIN/sipmon" ] && "$BIN/sipmon" run --help >/dev/null 2>&1
 }
 
 # --- topology ------------------------------------------------------------
@@ -128,6 +133,8 @@ topology_up() {
 	nsx sel-core ip route add 10.0.0.0/8 via 10.0.9.254
 
 	nsx sel-cli ip addr add $CLIENT_IP/24 dev eth0
+	seq $CLIENT_POOL $((CLIENT_POOL + CLIENT_SLOTS * CLIENT_SLOT_SIZE - 1)) |
+		sed 's|.*|addr add 192.0.2.&/24 dev eth0|' | ip -n sel-cli -batch -
 	# Only the VIP's prefix, and only toward the lab router.
 	nsx sel-cli ip route add 203.0.113.0/24 via 192.0.2.1
 }
@@ -266,21 +273,72 @@ listen = "$SIPMON_IP:9070"
 EOF
 }
 
-start_core() {
-	local i
-	for i in 0 1 2; do
-		bg proxy$((i + 1)) sel-core sipp -sf "$HERE/sipp/proxy_uas.xml" -t u1 \
-			-i "${PROXY_IPS[$i]}" -p 5060 -deadcall_wait 0 -nostdin -timeout 600s \
-			-trace_err -error_file "$RUN/proxy$((i + 1)).err"
+# The lab's subscribers, one file every proxy reads (the realm is the domain;
+# passwords are hashed at load). Lab only.
+password_of() { echo "$1-lab-secret"; }
+write_users() {
+	local u
+	echo "# Lab users (written by lab.sh); shared by p1, p2 and p3." >"$RUN/users.toml"
+	for u in "${USERS[@]}"; do
+		printf '\n[[user]]\nuser = "%s"\ndomain = "%s"\npassword = "%s"\n' \
+			"$u" $DOMAIN "$(password_of "$u")" >>"$RUN/users.toml"
 	done
-	if sipmon_ready; then
-		write_sipmon_config
-		bg sipmon sel-core "$BIN/sipmon" run --config "$RUN/sipmon.toml"
-		SIPMON=1
-	else
-		log "sipmon: not built with \`run\` yet; the LBs use their static proxy list"
-		SIPMON=0
-	fi
+}
+
+write_proxy_config() { # n (1-3)
+	local n=$1 ip=${PROXY_IPS[$(($1 - 1))]}
+	cat >"$RUN/proxy$n.toml" <<EOF
+# Lab proxy p$n (written by lab.sh).
+id = "p$n"
+edge = "lab"
+advertise = "$ip:5060"
+domains = ["$DOMAIN"]
+
+[listen]
+udp = "$ip:5060"
+
+[auth]
+# The same on every proxy, so a nonce from one verifies on another.
+nonce_secret = "lab-nonce-secret-0123456789abcdef"
+# SIPp 3.6 reads only the first challenge and knows only MD5.
+challenge_order = ["MD5", "SHA-256"]
+
+[users]
+file = "$RUN/users.toml"
+
+[cdr]
+file = "$RUN/cdr-p$n.jsonl"
+
+[admin]
+listen = "$ip:9061"
+
+# The other two proxies: each binding set is copied to the next-ranked
+# proxy, and a proxy with no binding asks them before answering 480.
+[peers]
+token = "lab-peer-token-0123456789"
+$(peers_of "$n")
+EOF
+}
+
+peers_of() { # n: the [[peers.proxy]] tables of every other proxy
+	local j
+	for j in 1 2 3; do
+		[ "$j" = "$1" ] && continue
+		printf '\n[[peers.proxy]]\nid = "p%s"\nurl = "http://%s:9061"\n' "$j" "${PROXY_IPS[$((j - 1))]}"
+	done
+}
+
+proxy_ready() { nsx sel-core curl -sf --max-time 0.5 -o /dev/null "http://$1:9061/readyz"; }
+
+start_core() {
+	write_users
+	local n
+	for n in 1 2 3; do
+		write_proxy_config $n
+		bg proxy$n sel-core "$BIN/sipedge-proxy" run --config "$RUN/proxy$n.toml"
+	done
+	write_sipmon_config
+	bg sipmon sel-core "$BIN/sipmon" run --config "$RUN/sipmon.toml"
 }
 
 start_router() {
@@ -322,11 +380,13 @@ up() {
 	wait_until 15 "LB site B ready" lb_ready b 2
 	wait_until 20 "the router's VIP route via site A" vip_via_is 10.0.11.2
 	wait_until 20 "site B's BGP session" bird_established sel-rtr site_b
-	if [ "$SIPMON" = 1 ]; then
-		wait_until 15 "sipmon's live set at LB A" lb_monitored a 1
-		wait_until 15 "sipmon's live set at LB B" lb_monitored b 2
-		log "sipmon: both LBs route on its live set"
-	fi
+	local ip
+	for ip in "${PROXY_IPS[@]}"; do
+		wait_until 15 "sipedge-proxy at $ip ready" proxy_ready "$ip"
+	done
+	wait_until 15 "sipmon's live set at LB A" lb_monitored a 1
+	wait_until 15 "sipmon's live set at LB B" lb_monitored b 2
+	log "sipmon: both LBs route on its live set (p1-p3)"
 	log "up: VIP $VIP via site A (10.0.11.2); site B (10.0.12.2) standing by"
 }
 
@@ -361,64 +421,110 @@ down() {
 
 # --- the test ------------------------------------------------------------
 
-# One client: user $1 calls $2, 5 calls/s over one TCP connection per SIPp
-# run; when the connection breaks SIPp exits and the loop starts it again
-# (a new connection, so a new REGISTER), until $3 (ms). It answers OPTIONS
-# sent toward it (-aa).
-client_loop() {
-	local user=$1 callee=$2 until=$3 dir=$RUN/cli/$1 left
+# SIPEDGE_LAB_TRACE=1: every client SIPp also writes its messages and
+# errors (*_messages.log, *_errors.log in its folder).
+SIPP_TRACE=()
+[ "${SIPEDGE_LAB_TRACE:-0}" = 1 ] && SIPP_TRACE=(-trace_msg -trace_err)
+
+# sipp_loop NAME SLOT UNTIL SIPP-ARGS...: one SIPp in sel-cli over one TCP
+# connection to the VIP. When the connection breaks SIPp exits and the loop
+# starts it again after 100 ms (a new connection, so a new REGISTER), until
+# UNTIL (ms). Logs (-trace_logs) go to $RUN/cli/NAME.
+#
+# Each run sends from the next address of the loop's SLOT (0-5). With one
+# address for all, a new connection sometimes got the source port of an
+# older one that the other site still holds (an ESTABLISHED flow nobody
+# reset, or TIME_WAIT after an LB kill). When the VIP moved there, that
+# site answered the new connection's segments with ACKs for the old one,
+# not a reset, and the client hung until TCP gave up (minutes). Clients
+# behind one NAT can meet this too; the lab avoids it, to stay
+# deterministic.
+sipp_loop() {
+	local name=$1 slot=$2 until=$3 dir=$RUN/cli/$1 left ip run=0
+	shift 3
 	mkdir -p "$dir"
 	cd "$dir"
 	while [ "$(now_ms)" -lt "$until" ]; do
 		left=$(((until - $(now_ms)) / 1000 + 1))
-		ip netns exec sel-cli sipp -sf "$HERE/sipp/client_uac.xml" -t t1 -i $CLIENT_IP \
-			-s "$user" -key callee "$callee" -r 5 -l 5 -m 100000 -aa \
-			-recv_timeout 2000 -timeout "${left}s" -max_reconnect 0 -nostdin \
-			-trace_rtt -rtt_freq 1 -trace_logs -trace_err $VIP:5060 >/dev/null 2>&1 &
-		# SIPp's response-time dump counts ms from its own start: keep the
-		# wall clock at launch per pid (ip netns exec execs, so $! is SIPp).
+		ip=192.0.2.$((CLIENT_POOL + slot * CLIENT_SLOT_SIZE + run % CLIENT_SLOT_SIZE))
+		run=$((run + 1))
+		ip netns exec sel-cli sipp -t t1 -i "$ip" "$@" -recv_timeout 2000 -nd \
+			-timeout "${left}s" -max_reconnect 0 -nostdin -trace_logs "${SIPP_TRACE[@]}" \
+			$VIP:5060 >/dev/null 2>&1 &
+		# SIPp's [clock_tick] counts ms from its own start: keep the wall
+		# clock at launch per pid (ip netns exec execs, so $! is SIPp).
 		echo "$! $(now_ms)" >>"$dir/starts"
 		wait $! || true
 		sleep 0.1
 	done
 }
 
-# start_of USER PID: the wall clock (ms) when that SIPp run was launched.
-start_of() { awk -v p="$2" '$1 == p { print $2 }' "$RUN/cli/$1/starts"; }
-
-# Wall-clock times (ms) of client $1's successful calls (INVITE answered 200),
-# from the response-time dumps, sorted.
-calls() {
-	local f pid start
-	for f in "$RUN/cli/$1"/*_rtt.csv; do
-		[ -e "$f" ] || continue
-		pid=${f%_rtt.csv} && pid=${pid##*_}
-		start=$(start_of "$1" "$pid")
-		[ -n "$start" ] || continue
-		awk -F';' -v s="$start" '$3 == "call" { printf "%.0f\n", s + $1 }' "$f"
-	done | sort -n
+# ua_loop USER SLOT UNTIL: USER's phone. It registers with digest auth about
+# once a second and answers the calls and OPTIONS that reach it over its
+# connection (-oocsf: requests with an unknown Call-ID).
+ua_loop() {
+	sipp_loop "ua-$1" "$2" "$3" -sf "$HERE/sipp/ua_register.xml" -oocsf "$HERE/sipp/ua_answer.xml" \
+		-s "$1" -au "$1" -ap "$(password_of "$1")" -auth_uri $DOMAIN -r 5 -l 1 -m 100000
 }
 
-# "TIME SITE PATH" of client $1's successful REGISTERs: SITE is the LB's
-# internal address in the Path the registrar echoed, PATH its URI
-# (sip:TOKEN@SITE); the scenario logs both.
-regs() {
+# caller_loop USER CALLEE SLOT UNTIL: USER calls CALLEE 5 times a second from a
+# second SIPp with its own connection (SIPp has one digest uri per process:
+# sip:example.com for the REGISTERs, sip:CALLEE@example.com here). Up to 10
+# calls at a time, so calls stuck for their 2 s never hold up new ones.
+caller_loop() {
+	sipp_loop "call-$1" "$3" "$4" -sf "$HERE/sipp/caller.xml" -s "$1" -key callee "$2" \
+		-au "$1" -ap "$(password_of "$1")" -auth_uri "$2@$DOMAIN" -r 5 -l 10 -m 100000
+}
+
+# start_of NAME PID: the wall clock (ms) when that SIPp run was launched.
+start_of() { awk -v p="$2" '$1 == p { print $2 }' "$RUN/cli/$1/starts"; }
+
+# logged NAME WORD: "TIME REST..." of every "WORD TICK REST..." log line of
+# NAME's SIPp runs, TIME in wall-clock ms, sorted.
+logged() {
 	local f pid start
 	for f in "$RUN/cli/$1"/*_logs.log; do
 		[ -e "$f" ] || continue
 		pid=${f%_logs.log} && pid=${pid##*_}
 		start=$(start_of "$1" "$pid")
 		[ -n "$start" ] || continue
-		awk -v s="$start" '$1 == "reg" { printf "%.0f %s %s\n", s + $2, $5, $7 }' "$f"
+		awk -v s="$start" -v w="$2" '$1 == w { $1 = ""; $2 = sprintf("%.0f", s + $2); sub(/^ /, ""); print }' "$f"
 	done | sort -n
 }
 
+# Wall-clock times (ms) of USER's answered calls (BYE answered), sorted.
+calls() { logged "call-$1" call | cut -d' ' -f1; }
+
+# "TIME SITE PATH" of USER's successful REGISTERs: SITE is the LB's internal
+# address in the Path the registrar echoed, PATH its URI (sip:TOKEN@SITE).
+regs() { logged "ua-$1" reg | awk '{ print $1, $4, $6 }'; }
+
 # first_reg USER SITE SINCE: the first REGISTER through SITE after SINCE.
 first_reg() { regs "$1" | awk -v site="$2" -v t="$3" '$1 > t && $2 == site { print $1; exit }'; }
+first_reg_is() { [ -n "$(first_reg "$@")" ]; }
 first_call() { calls "$1" | awk -v t="$2" '$1 > t { print; exit }'; }
 count_calls() { calls "$1" | awk -v t="$2" '$1 > t { n++ } END { print n + 0 }'; }
 
-# recovered SITE SINCE: every client has registered through SITE after SINCE
+# call_stats FROM TO: "OK FAILED" over every caller's calls started in
+# [FROM, TO) (ms). A call failed when its BYE was never answered: an error
+# answer, no answer within 2 s, or its connection broke.
+call_stats() {
+	local u f pid start
+	for u in "${USERS[@]}"; do
+		for f in "$RUN/cli/call-$u"/*_logs.log; do
+			[ -e "$f" ] || continue
+			pid=${f%_logs.log} && pid=${pid##*_}
+			start=$(start_of "call-$u" "$pid")
+			[ -n "$start" ] || continue
+			awk -v s="$start" -v a="$1" -v b="$2" '
+				$1 == "try" && s + $2 >= a && s + $2 < b { t[$3] = 1 }
+				$1 == "call" { ok[$3] = 1 }
+				END { for (c in t) { if (c in ok) n++; else m++ } print n + 0, m + 0 }' "$f"
+		done
+	done | awk '{ o += $1; f += $2 } END { print o + 0, f + 0 }'
+}
+
+# recovered SITE SINCE: every user has registered through SITE after SINCE
 # and placed a call after that.
 recovered() {
 	local u r
@@ -465,25 +571,27 @@ switch_time() {
 	now_ms
 }
 
-# measure LABEL SITE T0: waits until every client is back through SITE and
-# reports each one's outage (T0 to its first REGISTER through SITE), and
-# sets FIRST and WORST (ms).
+# measure LABEL SITE T0: waits until every user is registered through SITE
+# again and has placed a call since, reports each one's outage (T0 to its
+# first REGISTER through SITE) and sets FIRST and WORST (ms) from those, and
+# CALLS (ms): T0 to the moment every caller had completed a call again.
 measure() {
 	local label=$1 site=$2 t0=$3 u r c
 	local limit=$((t0 + 25000))
 	until recovered "$site" "$t0"; do
-		[ "$(now_ms)" -lt $limit ] || die "$label: not every client registered through $site and called within 25 s"
+		[ "$(now_ms)" -lt $limit ] || die "$label: not every user registered through $site and called within 25 s"
 		sleep 0.1
 	done
-	FIRST= WORST=0
+	FIRST= WORST=0 CALLS=0
 	for u in "${USERS[@]}"; do
 		r=$(first_reg "$u" "$site" "$t0")
 		c=$(first_call "$u" "$r")
-		log "$label: $u registered through $site after $((r - t0)) ms, called after $((c - t0)) ms"
+		log "$label: $u registered through $site after $((r - t0)) ms, her next call was answered after $((c - t0)) ms"
 		[ $((r - t0)) -gt $WORST ] && WORST=$((r - t0))
+		[ $((c - t0)) -gt $CALLS ] && CALLS=$((c - t0))
 		{ [ -z "$FIRST" ] || [ $((r - t0)) -lt "$FIRST" ]; } && FIRST=$((r - t0))
 	done
-	log "$label: outage $FIRST ms (first client back) / $WORST ms (last client back)"
+	log "$label: outage $FIRST ms (first user back) / $WORST ms (last user back); every caller completed a call again after $CALLS ms"
 }
 
 # bird_ms "2026-11-22 01:34:49.076": BIRD's local-time log stamp in epoch ms.
@@ -538,6 +646,20 @@ kill_site_a_link() {
 	for p in $(ip netns pids sel-a); do kill -KILL "$p" 2>/dev/null || true; done
 }
 
+# metric_sum TEXT NAME: the sum of every NAME series in a /metrics TEXT.
+metric_sum() { awk -v n="$2" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%d", s }' <<<"$1"; }
+
+# What each proxy did: its call records and the binding replicas it sent to
+# and received from its peers.
+proxy_summary() {
+	local n ip m
+	for n in 1 2 3; do
+		ip=${PROXY_IPS[$((n - 1))]}
+		m=$(nsx sel-core curl -s --max-time 1 "http://$ip:9061/metrics" || true)
+		log "p$n: $(wc -l <"$RUN/cdr-p$n.jsonl") call records; binding replicas sent $(metric_sum "$m" sipedge_proxy_replicas_sent_total), received $(metric_sum "$m" sipedge_proxy_replicas_received_total)"
+	done
+}
+
 CLIENT_PIDS=()
 stop_clients() {
 	local p
@@ -551,20 +673,31 @@ run_test() {
 	local started
 	started=$(now_ms)
 	up
-	local until=$(($(now_ms) + 90000)) i n=${#USERS[@]}
+	local until=$(($(now_ms) + 120000)) i n=${#USERS[@]}
+	# Each user has a phone (registers, answers) and calls the next user
+	# once every phone is registered.
 	for i in $(seq 0 $((n - 1))); do
-		client_loop "${USERS[$i]}" "${USERS[$(((i + 1) % n))]}" $until &
+		ua_loop "${USERS[$i]}" "$i" $until &
 		CLIENT_PIDS+=($!)
 	done
 	local warm t0 tsw tw tk flaps
+	local -a phase_at=()
 	warm=$(now_ms)
+	for i in "${USERS[@]}"; do
+		wait_until 15 "$i's phone registered through site A" first_reg_is "$i" 10.0.1.1 "$warm"
+	done
+	warm=$(now_ms)
+	for i in $(seq 0 $((n - 1))); do
+		caller_loop "${USERS[$i]}" "${USERS[$(((i + 1) % n))]}" $((n + i)) $until &
+		CLIENT_PIDS+=($!)
+	done
 	until recovered 10.0.1.1 "$warm"; do
-		[ $(($(now_ms) - warm)) -lt 15000 ] || die "clients did not register and call through site A"
+		[ $(($(now_ms) - warm)) -lt 20000 ] || die "users did not register and call through site A"
 		sleep 0.1
 	done
 	sleep 2
 	for i in "${USERS[@]}"; do
-		log "warm-up: $i: $(count_calls "$i" "$warm") calls through site A"
+		log "warm-up: $i: $(count_calls "$i" "$warm") calls answered through site A"
 	done
 
 	# A withdrawal before the kill is a false alarm (e.g. /readyz starved
@@ -578,6 +711,7 @@ run_test() {
 
 	log "phase 1: kill -9 sipedge-lb in sel-a (BIRD there keeps running)"
 	t0=$(now_ms)
+	phase_at+=("$t0")
 	kill -KILL "$(pid_of lb-a)"
 	tsw=$(switch_time 10.0.12.2 "$t0") || die "LB kill: the router did not move the VIP to site B within 20 s"
 	tw=$(disabled_times a | awk -v t="$t0" '$1 >= t { print; exit }')
@@ -589,10 +723,11 @@ run_test() {
 	expect_reach "LB kill" alice "$path_a" none
 	path_b=$(latest_path alice 10.0.2.1)
 	expect_reach "LB kill" alice "$path_b" 200
-	local detect1=$((tw - t0)) bgp1=$((tk - tw)) out1=$WORST first1=$FIRST
+	local detect1=$((tw - t0)) bgp1=$((tk - tw)) out1=$WORST first1=$FIRST calls1=$CALLS
 
 	log "phase 2: restart sipedge-lb in sel-a; the VIP returns to A (failback)"
 	t0=$(now_ms)
+	phase_at+=("$t0")
 	start_lb a 1
 	tsw=$(switch_time 10.0.11.2 "$t0") || die "failback: the router did not move the VIP back to site A within 20 s"
 	log "failback: router back on site A $((tsw - t0)) ms after the restart; the clients' connections to B break"
@@ -602,11 +737,12 @@ run_test() {
 	# the anycast route's new owner), so B forwards into a dead flow and
 	# nothing answers; the proxy's own timer and her new binding cover it.
 	log "failback: toward alice through her stale Path at site B: $(reach alice "$path_b") (B cannot know the flow died)"
-	local back=$WORST
+	local back=$WORST calls2=$CALLS
 	sleep 1
 
 	log "phase 3: site A dies silently (no link loss, nothing gets out, every process killed)"
 	t0=$(now_ms)
+	phase_at+=("$t0")
 	kill_site_a_silently
 	tsw=$(switch_time 10.0.12.2 "$t0") || die "silent death: the router did not move the VIP to site B within 20 s"
 	tk=$(kernel_change_at "$t0")
@@ -614,10 +750,11 @@ run_test() {
 	log "silent death: the router's kernel route changed $((tk - t0)) ms after the site went silent (BGP hold timer)"
 	measure "silent death" 10.0.2.1 "$t0"
 	expect_reach "silent death" alice "$(latest_path alice 10.0.2.1)" 200
-	local bgp3=$((tk - t0)) out3=$WORST first3=$FIRST
+	local bgp3=$((tk - t0)) out3=$WORST first3=$FIRST calls3=$CALLS
 
 	log "phase 4: site A comes back (BIRD, LB and check restarted); the VIP returns to A"
 	t0=$(now_ms)
+	phase_at+=("$t0")
 	revive_site_a
 	tsw=$(switch_time 10.0.11.2 "$t0") || die "revival: the router did not move the VIP back to site A within 20 s"
 	log "revival: router back on site A $((tsw - t0)) ms after the restart"
@@ -626,6 +763,7 @@ run_test() {
 
 	log "phase 5: site A's link goes down (every process killed)"
 	t0=$(now_ms)
+	phase_at+=("$t0")
 	kill_site_a_link
 	tsw=$(switch_time 10.0.12.2 "$t0") || die "link loss: the router did not move the VIP to site B within 20 s"
 	tk=$(kernel_change_at "$t0")
@@ -633,16 +771,31 @@ run_test() {
 	log "link loss: the router's kernel route changed $((tk - t0)) ms after the link went down"
 	measure "link loss" 10.0.2.1 "$t0"
 	expect_reach "link loss" alice "$(latest_path alice 10.0.2.1)" 200
-	local bgp5=$((tk - t0)) out5=$WORST first5=$FIRST
-	sleep 0.5
-	for i in "${USERS[@]}"; do
-		log "$i: $(count_calls "$i" "$warm") calls in all over $(wc -l <"$RUN/cli/$i/starts") TCP connections (SIPp runs)"
+	local bgp5=$((tk - t0)) out5=$WORST first5=$FIRST calls5=$CALLS
+	# Calls started in the last 2.5 s may still be running (2 s timeout).
+	sleep 3
+	# A phase's calls start 0.5 s before its fault: the calls in progress
+	# when it strikes count as its own (a debug-build call takes ~10 ms).
+	local end=$(($(now_ms) - 2500)) names=(warm-up "LB kill" failback "silent death" revival "link loss")
+	local -a bounds=("$warm") st
+	for i in "${phase_at[@]}"; do bounds+=($((i - 500))); done
+	bounds+=("$end")
+	for i in "${!names[@]}"; do
+		read -r -a st <<<"$(call_stats "${bounds[$i]}" "${bounds[$((i + 1))]}")"
+		log "calls started during ${names[$i]}: ${st[0]} ok, ${st[1]} failed"
 	done
+	local before after
+	before=$(call_stats "${bounds[0]}" "${bounds[1]}")
+	after=$(call_stats "${bounds[1]}" "$end")
+	for i in "${USERS[@]}"; do
+		log "$i: $(count_calls "$i" "$warm") calls answered in all over $(wc -l <"$RUN/cli/call-$i/starts") caller connections; her phone connected $(wc -l <"$RUN/cli/ua-$i/starts") times"
+	done
+	proxy_summary
 	log "test took $((($(now_ms) - started) / 1000)) s"
 	trap - EXIT
 	stop_clients
 	down >/dev/null
-	echo "LAB VERDICT: PASS lb_kill: detect_ms=$detect1 bgp_ms=$bgp1 outage_ms=$out1 first_client_ms=$first1; silent_site_death: bgp_ms=$bgp3 outage_ms=$out3 first_client_ms=$first3; link_loss: bgp_ms=$bgp5 outage_ms=$out5 first_client_ms=$first5; failback: outage_ms=$back"
+	echo "LAB VERDICT: PASS lb_kill: detect_ms=$detect1 bgp_ms=$bgp1 outage_ms=$out1 first_client_ms=$first1 calls_back_ms=$calls1; silent_site_death: bgp_ms=$bgp3 outage_ms=$out3 first_client_ms=$first3 calls_back_ms=$calls3; link_loss: bgp_ms=$bgp5 outage_ms=$out5 first_client_ms=$first5 calls_back_ms=$calls5; failback: outage_ms=$back calls_back_ms=$calls2; calls: ok_before_kill=${before% *} failed_before_kill=${before#* } ok_after_kill=${after% *} failed_after_kill=${after#* }"
 }
 
 case "${1:-}" in
