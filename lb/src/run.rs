@@ -179,9 +179,9 @@ fn sent_by(addr: SocketAddr, advertise: &str) -> String {
 }
 
 impl Shared {
-    /// What the workers share, without sockets: for driving a [`Core`]
-    /// directly (the pipeline benchmark). Responses toward UDP clients stay in
-    /// `Core::out`; metrics handles are no-ops unless a recorder is installed.
+    /// What the workers share, without sockets (`run` adds them; the
+    /// pipeline benchmark drives a [`Core`] with none). Metrics handles are
+    /// no-ops unless the recorder was installed first.
     pub fn detached(cfg: &RunConfig) -> anyhow::Result<Shared> {
         let carriers = CarrierMap::new(&cfg.carriers).context("carrier map")?;
         let settings = cfg.settings.clone();
@@ -209,24 +209,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addrs = sockets.addresses()?;
-    let mut settings = cfg.settings.clone();
-    settings.internal = addrs.internal;
     let tls = match (&cfg.tls, sockets.tls.is_empty()) {
         (_, true) => None,
         (Some((cert, key)), false) => Some(TlsState::load(cert, key)?),
         (None, false) => anyhow::bail!("TLS listeners configured without [tls] cert and key"),
     };
-    let carriers = CarrierMap::new(&cfg.carriers).context("carrier map")?;
     // The recorder must exist before the handles are registered, or they
     // are no-ops.
     sipedge_shared::metrics::install();
-    let metrics = LbMetrics::new(&settings.edge, carriers.names());
-    let proxies = Arc::new(ProxySet::new(
-        cfg.static_proxies.clone(),
-        cfg.monitor_freshness,
-        &settings.edge,
-    ));
-    let flows = Arc::new(FlowTable::new());
+    let mut shared = Shared::detached(&cfg)?;
+    shared.settings.internal = addrs.internal;
+    let (proxies, flows) = (Arc::clone(&shared.proxies), Arc::clone(&shared.flows));
 
     // Listener indices: UDP addresses first, then TCP, then TLS.
     let mut ext_sent_by = Vec::new();
@@ -239,7 +232,7 @@ pub async fn run(
         for (w, s) in group.into_iter().enumerate() {
             let s = Arc::new(UdpSocket::from_std(s)?);
             if w == 0 {
-                ext_sent_by.push(sent_by(s.local_addr()?, &settings.advertise));
+                ext_sent_by.push(sent_by(s.local_addr()?, &shared.settings.advertise));
                 ext_udp.push(Arc::clone(&s));
             }
             per_worker_udp[w % workers].push((li, s));
@@ -247,18 +240,11 @@ pub async fn run(
     }
     let stream_base = ext_sent_by.len();
     for l in sockets.tcp.iter().chain(sockets.tls.iter()) {
-        ext_sent_by.push(sent_by(l.local_addr()?, &settings.advertise));
+        ext_sent_by.push(sent_by(l.local_addr()?, &shared.settings.advertise));
     }
-    let shared = Arc::new(Shared {
-        settings,
-        proxies: Arc::clone(&proxies),
-        flows: Arc::clone(&flows),
-        ext_udp,
-        ext_sent_by,
-        carriers,
-        metrics,
-        flood: Flood::new(cfg.flood.clone()),
-    });
+    shared.ext_udp = ext_udp;
+    shared.ext_sent_by = ext_sent_by;
+    let shared = Arc::new(shared);
 
     let tasks = tokio_util::task::TaskTracker::new();
     let mut to_workers = Vec::with_capacity(workers);

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sipedge_shared::sip::{build_response, check_request, Checked, Message, Method, Span, Uri};
+use sipedge_shared::sip::{
+    build_response, check_request, Checked, Message, Method, NameAddr, Span, Via,
+};
 
 use crate::branch::{Branch, BranchInput};
 use crate::context::Shared;
@@ -379,28 +381,40 @@ impl Core {
 
 /// Our branch for a request: the §16.11 inputs read from the message.
 pub fn branch_of(msg: &Message, top_route: &str) -> Result<Branch, String> {
-    let ruri = msg.request_uri().ok_or("not a request")?;
-    let checked = Checked {
-        request_uri: Uri::parse(ruri).map_err(|e| e.reason())?,
-        top_via: msg.top_via().map_err(|e| e.reason())?,
-        from: msg.from().map_err(|e| e.reason())?,
-        to: msg.to().map_err(|e| e.reason())?,
-        call_id: msg.call_id().map_err(|e| e.reason())?,
-        cseq: msg.cseq().map_err(|e| e.reason())?,
-    };
-    Ok(branch_of_checked(msg, &checked, top_route))
+    let via = msg.top_via().map_err(|e| e.reason())?;
+    let from = msg.from().map_err(|e| e.reason())?;
+    let to = msg.to().map_err(|e| e.reason())?;
+    let cseq = msg.cseq().map_err(|e| e.reason())?;
+    let call_id = msg.call_id().map_err(|e| e.reason())?;
+    Ok(branch_from(
+        msg, &via, &from, &to, call_id, cseq.seq, top_route,
+    ))
 }
 
 /// [`branch_of`] from the headers `check_request` already parsed.
 pub fn branch_of_checked(msg: &Message, c: &Checked<'_>, top_route: &str) -> Branch {
+    branch_from(
+        msg, &c.top_via, &c.from, &c.to, c.call_id, c.cseq.seq, top_route,
+    )
+}
+
+fn branch_from(
+    msg: &Message,
+    via: &Via<'_>,
+    from: &NameAddr<'_>,
+    to: &NameAddr<'_>,
+    call_id: &str,
+    cseq: u32,
+    top_route: &str,
+) -> Branch {
     let input = BranchInput {
         request_uri: msg.request_uri().unwrap_or(""),
-        from_tag: c.from.tag().unwrap_or(""),
-        to_tag: c.to.tag().unwrap_or(""),
-        call_id: c.call_id,
-        cseq: c.cseq.seq,
+        from_tag: from.tag().unwrap_or(""),
+        to_tag: to.tag().unwrap_or(""),
+        call_id,
+        cseq,
         top_route,
-        via_branch: c.top_via.branch.map_or("", |b| b.as_str()),
+        via_branch: via.branch.map_or("", |b| b.as_str()),
         via_sent_by: via_sent_by(msg),
     };
     Branch::compute(&input, 0)

@@ -45,11 +45,9 @@ pub struct Span {
 
 impl Span {
     fn new(start: usize, end: usize) -> Self {
-        // Messages are bounded by Limits (far below 4 GiB); saturate anyway.
-        let c = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
         Span {
-            start: c(start),
-            end: c(end),
+            start: offset(start),
+            end: offset(end),
         }
     }
     /// As a `usize` range.
@@ -64,6 +62,12 @@ impl Span {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// A buffer offset as stored in the index. Messages are bounded by Limits
+/// (far below 4 GiB); saturate anyway.
+fn offset(v: usize) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
 }
 
 /// One indexed header line (with its continuation lines). 16 bytes, so the
@@ -331,13 +335,13 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, at_eof_ok: bool) -> Result
                 b -= 1;
             }
             if a < b {
-                let (va, vb) = (Span::new(pos + a, pos + b), h.value_span());
-                if vb.is_empty() {
-                    (h.value_start, h.value_end) = (va.start, va.end);
+                // The first non-empty piece starts the value; later ones extend it.
+                if h.value_span().is_empty() {
+                    h.value_start = offset(pos + a);
                 } else {
-                    h.value_end = va.end;
                     h.folded = true;
                 }
+                h.value_end = offset(pos + b);
             }
             headers_end = next;
             pos = next;
@@ -371,12 +375,12 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, at_eof_ok: bool) -> Result
         while b > a && is_sp(line[b - 1]) {
             b -= 1;
         }
-        let (line_at, value) = (Span::new(pos, pos), Span::new(pos + a, pos + b));
+        let value = Span::new(pos + a, pos + b);
         headers.push(HeaderEntry {
             name: HeaderName::parse(name),
             folded: false,
             name_len,
-            line_start: line_at.start,
+            line_start: offset(pos),
             value_start: value.start,
             value_end: value.end,
         });
@@ -459,7 +463,7 @@ impl Message {
             start: head.start,
             start_span: head.start_span,
             headers: head.headers,
-            headers_end: Span::new(head.headers_end, head.headers_end).start,
+            headers_end: offset(head.headers_end),
             body,
         }
     }

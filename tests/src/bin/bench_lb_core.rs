@@ -13,6 +13,7 @@
 use std::alloc::System;
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +22,7 @@ use anyhow::{ensure, Context};
 use bytes::Bytes;
 use sipedge_lb::config::LbConfig;
 use sipedge_lb::context::Shared;
+use sipedge_lb::flood::FloodSettings;
 use sipedge_lb::flow::{FlowId, FlowTransport};
 use sipedge_lb::pipeline::{Core, Dest};
 use sipedge_shared::sip::{build_response, Limits, Message};
@@ -29,49 +31,23 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// The LB as `tests/bench/lb_vs_kamailio.sh` runs it: one worker, three
-/// proxies, flood limits out of the way, no request log.
-const CONFIG: &str = r#"
-id = 1
-edge = "bench"
-
-[listen]
-udp = ["127.0.0.1:5060"]
-tcp = []
-tls = []
-advertise = "127.0.0.1"
-internal = "127.0.0.1:5080"
-workers = 1
-
-[flow]
-keys = ["hex:736970656467652062656e6368206b657920303031"]
-
-[[proxies]]
-id = "p1"
-addr = "127.0.0.1:5071"
-
-[[proxies]]
-id = "p2"
-addr = "127.0.0.1:5072"
-
-[[proxies]]
-id = "p3"
-addr = "127.0.0.1:5073"
-
-[admin]
-listen = "127.0.0.1:9060"
-token = "bench-admin-token-0123456789"
-
-[flood]
-request_rate = 10000000
-request_burst = 10000000
-register_rate = 10000000
-register_burst = 10000000
-
-[log]
-level = "warn"
-sample = 0.0
-"#;
+/// The LB's embedded default (one worker, proxies p1..p3 on 127.0.0.1:5071-5073)
+/// as `tests/bench/lb_vs_kamailio.sh` runs it: flood limits above the load
+/// (every call comes from one address), no request log, no TLS certificate.
+fn bench_config() -> anyhow::Result<LbConfig> {
+    let mut cfg = LbConfig::embedded_default()?;
+    let high = NonZeroU32::new(10_000_000).context("non-zero")?;
+    cfg.flood = FloodSettings {
+        requests_per_sec: high,
+        requests_burst: high,
+        registers_per_sec: high,
+        registers_burst: high,
+        ..cfg.flood
+    };
+    cfg.log.sample = 0.0;
+    cfg.tls = None;
+    Ok(cfg)
+}
 
 const UAC: &str = "127.0.0.1:5090";
 
@@ -209,8 +185,7 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(5)
         .max(1);
-    let cfg = LbConfig::parse(Path::new("bench_lb_core.toml"), CONFIG)?;
-    let (run, _) = cfg.to_run(Path::new("."))?;
+    let (run, _) = bench_config()?.to_run(Path::new("."))?;
     let shared = Arc::new(Shared::detached(&run)?);
     let limits = shared.settings.limits;
     let flow = uac_flow()?;
