@@ -9,7 +9,6 @@ use std::time::Duration;
 use sipedge_shared::carrier::CarrierMap;
 use sipedge_shared::flow_token::FlowKey;
 use sipedge_shared::sip::Limits;
-use tokio::net::UdpSocket;
 
 use crate::flood::Flood;
 use crate::flow::FlowTable;
@@ -57,7 +56,7 @@ pub struct Shared {
     /// Open stream flows.
     pub flows: Arc<FlowTable>,
     /// External UDP sockets by listener index (to send to UDP flows).
-    pub ext_udp: Vec<Arc<UdpSocket>>,
+    pub ext_udp: Vec<Arc<std::net::UdpSocket>>,
     /// Via sent-by (`host:port`) of each external listener, by index.
     pub ext_sent_by: Vec<String>,
     /// Source CIDR → carrier.

@@ -8,6 +8,13 @@ use clap::Parser;
 use sipedge_lb::config::LbConfig;
 use tokio_util::sync::CancellationToken;
 
+// mimalloc instead of glibc's malloc: every datagram is copied into its own
+// allocation and freed on another thread's schedule; glibc's per-thread
+// arenas grew and trimmed their heaps with mprotect under load (about 3 % of
+// the LB's CPU in a profile), mimalloc's per-thread free lists do not.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The sipedge stateless edge load balancer.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use sipedge_shared::carrier::{CarrierConfig, CarrierMap};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{FlowCountSource, FlowCounts, LbAdmin};
@@ -22,7 +20,7 @@ use crate::metrics::LbMetrics;
 use crate::pipeline::Core;
 use crate::proxy_set::{Proxy, ProxySet};
 use crate::tls::TlsState;
-use crate::worker::{self, WorkerSockets};
+use crate::worker::{self, Worker};
 
 /// Everything `run` needs, validated and typed.
 #[derive(Debug, Clone)]
@@ -224,13 +222,14 @@ pub async fn run(
     // Listener indices: UDP addresses first, then TCP, then TLS.
     let mut ext_sent_by = Vec::new();
     let mut ext_udp = Vec::new();
-    let mut per_worker_udp: Vec<Vec<(u16, Arc<UdpSocket>)>> = Vec::new();
+    let mut per_worker_udp: Vec<Vec<(u16, Arc<std::net::UdpSocket>)>> = Vec::new();
     let workers = sockets.internal.len().max(1);
     per_worker_udp.resize_with(workers, Vec::new);
     for (li, group) in sockets.udp.into_iter().enumerate() {
         let li = u16::try_from(li).context("too many listeners")?;
         for (w, s) in group.into_iter().enumerate() {
-            let s = Arc::new(UdpSocket::from_std(s)?);
+            worker::prepare(&s)?;
+            let s = Arc::new(s);
             if w == 0 {
                 ext_sent_by.push(sent_by(s.local_addr()?, &shared.settings.advertise));
                 ext_udp.push(Arc::clone(&s));
@@ -247,17 +246,30 @@ pub async fn run(
     let shared = Arc::new(shared);
 
     let tasks = tokio_util::task::TaskTracker::new();
+    let stop_readers = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
     let mut to_workers = Vec::with_capacity(workers);
     for (w, internal) in sockets.internal.into_iter().enumerate() {
-        let internal = Arc::new(UdpSocket::from_std(internal)?);
+        worker::prepare(&internal)?;
         let core = Core::new(Arc::clone(&shared), internal.local_addr()?);
-        let (tx, rx) = mpsc::channel(4096);
-        to_workers.push(tx);
-        let socks = WorkerSockets {
-            internal,
-            external: std::mem::take(&mut per_worker_udp[w]),
-        };
-        tasks.spawn(worker::run(core, socks, rx, shutdown.clone()));
+        let handle = Arc::new(Worker::new(core, internal));
+        let external = std::mem::take(&mut per_worker_udp[w]);
+        readers.extend(worker::spawn_readers(&handle, w, external, &stop_readers)?);
+        to_workers.push(handle);
+    }
+    // The reader threads block in recvfrom; they look at this flag every
+    // tick, and the tracker waits for them like for any task.
+    {
+        let (stop, shutdown) = (Arc::clone(&stop_readers), shutdown.clone());
+        tasks.spawn(async move {
+            shutdown.cancelled().await;
+            stop.store(true, Ordering::Relaxed);
+        });
+        tasks.spawn_blocking(move || {
+            for t in readers {
+                let _ = t.join();
+            }
+        });
     }
     let to_workers = Arc::new(to_workers);
     let tcp_count = sockets.tcp.len();

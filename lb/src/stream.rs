@@ -17,7 +17,7 @@ use crate::context::Shared;
 use crate::flow::{FlowTransport, Outbound};
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::tls::TlsState;
-use crate::worker::FromStream;
+use crate::worker::Worker;
 
 /// Queue depth of a connection's writer.
 const WRITE_QUEUE: usize = 256;
@@ -28,7 +28,7 @@ pub async fn accept_loop(
     listener_index: u16,
     tls: Option<TlsState>,
     shared: Arc<Shared>,
-    workers: Arc<Vec<mpsc::Sender<FromStream>>>,
+    workers: Arc<Vec<Arc<Worker>>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -99,7 +99,7 @@ pub async fn serve<S>(
     transport: FlowTransport,
     listener_index: u16,
     shared: Arc<Shared>,
-    workers: Arc<Vec<mpsc::Sender<FromStream>>>,
+    workers: Arc<Vec<Arc<Worker>>>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -114,12 +114,13 @@ pub async fn serve<S>(
     };
     gauge.increment(1.0);
     let worker = match workers.get((flow.conn as usize) % workers.len().max(1)) {
-        Some(w) => w.clone(),
+        Some(w) => Arc::clone(w),
         None => return,
     };
     let s = &shared.settings;
     let mut ka = Keepalive::new(s.keepalive_interval, s.keepalive_max_missed, Instant::now());
     let mut framer = StreamFramer::new(s.limits);
+    let mut sends = Vec::new();
     let (mut rd, mut wr) = tokio::io::split(stream);
     'conn: loop {
         let wake = match ka.poll(Instant::now()) {
@@ -148,9 +149,7 @@ pub async fn serve<S>(
                 while let Some(ev) = framer.next() {
                     match ev {
                         Ok(FrameEvent::Message(msg)) => {
-                            if worker.send(FromStream { msg, flow }).await.is_err() {
-                                break 'conn;
-                            }
+                            worker.external(msg, flow, &mut sends);
                         }
                         Ok(FrameEvent::Ping) => {
                             m.client_pings.increment(1);

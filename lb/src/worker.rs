@@ -1,140 +1,191 @@
-//! A worker's I/O loop: its own external UDP socket (one of a SO_REUSEPORT
-//! group) and its own internal socket, so a proxy's response comes back to
-//! the worker that holds the transaction and nothing is shared between
-//! workers but the routing snapshot and the flow table.
+//! A worker: one [`Core`] (its transactions) behind a lock, its own internal
+//! UDP socket and its own member of each external SO_REUSEPORT group, so a
+//! proxy's response comes back to the worker that holds the transaction and
+//! nothing is shared between workers but the routing snapshot and the flows.
+//!
+//! Each UDP socket is read by its own OS thread in a blocking `recvfrom`, as
+//! Kamailio's UDP receivers do: a datagram costs one wakeup, one `recvfrom`
+//! and its `sendto`s, without the readiness poll and the would-block read an
+//! async loop pays per message. Stream connections stay async tasks and hand
+//! their framed messages to the same core through [`Worker::external`].
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sipedge_shared::sip::Message;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use sipedge_shared::sip::{Limits, Message};
 
+use crate::context::Shared;
 use crate::flow::{FlowId, FlowTransport, Outbound};
 use crate::pipeline::{malformed, Core, Dest, Out};
 use crate::stun;
 
-/// Work handed to a worker by a stream connection task.
-#[derive(Debug)]
-pub struct FromStream {
-    /// The framed message.
-    pub msg: Message,
-    /// The connection it came on.
-    pub flow: FlowId,
-}
-
 /// Receive buffer: one maximum-size datagram.
 const RECV_CHUNK: usize = 65_536;
 
-/// The sockets one worker reads.
+/// How long a blocked read waits before the thread looks at its timers and
+/// at shutdown; the precision of the failover timers.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// One worker's core and the socket it sends to proxies from.
 #[derive(Debug)]
-pub struct WorkerSockets {
-    /// This worker's internal socket (toward proxies).
-    pub internal: Arc<UdpSocket>,
-    /// This worker's external UDP sockets with their listener index.
-    pub external: Vec<(u16, Arc<UdpSocket>)>,
+pub struct Worker {
+    core: Mutex<Core>,
+    shared: Arc<Shared>,
+    internal: UdpSocket,
 }
 
-async fn recv_any(
-    socks: &[(u16, Arc<UdpSocket>)],
-    buf: &mut [u8],
-) -> std::io::Result<(usize, u16, SocketAddr)> {
-    // One listener per worker is the common case; more are polled in turn.
-    match socks {
-        [] => std::future::pending().await,
-        [(i, s)] => s.recv_from(buf).await.map(|(n, a)| (n, *i, a)),
-        many => loop {
-            for (i, s) in many {
-                s.readable().await?;
-                match s.try_recv_from(buf) {
-                    Ok((n, a)) => return Ok((n, *i, a)),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
+/// Which socket a reader thread serves.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    /// The worker's internal socket (responses and requests from proxies).
+    Internal,
+    /// An external UDP listener, by listener index.
+    External(u16),
+}
+
+impl Worker {
+    /// A worker around `core`, sending to proxies from `internal` (a
+    /// blocking socket with a read timeout, see [`prepare`]).
+    pub fn new(core: Core, internal: UdpSocket) -> Self {
+        Worker {
+            shared: Arc::clone(&core.shared),
+            core: Mutex::new(core),
+            internal,
+        }
+    }
+
+    /// The internal socket (read by this worker's internal thread).
+    pub fn internal(&self) -> &UdpSocket {
+        &self.internal
+    }
+
+    /// Handles a message framed on a stream connection, then sends what it
+    /// produced. Called from the connection's task: the lock is held only
+    /// while the sans-IO core runs, never across an await.
+    pub fn external(&self, msg: Message, flow: FlowId, out: &mut Vec<Out>) {
+        {
+            let mut core = self.lock();
+            core.on_external(msg, flow, Instant::now());
+            run_timers(&mut core, Instant::now());
+            out.append(&mut core.out);
+        }
+        self.flush(out);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while the core was locked would already have failed the
+        // test or the process; the state itself stays usable.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `out` (drained). UDP sends block only while the socket's send
+    /// buffer is full; stream flows get the bytes through their queue.
+    fn flush(&self, out: &mut Vec<Out>) {
+        if out.is_empty() {
+            return;
+        }
+        let shared = &self.shared;
+        for o in out.drain(..) {
+            match o.dest {
+                Dest::Internal(addr) => {
+                    let _ = self.internal.send_to(&o.bytes, addr);
+                }
+                Dest::Flow(flow) if flow.transport == FlowTransport::Udp => {
+                    if let Some(s) = shared.ext_udp.get(usize::from(flow.listener)) {
+                        let _ = s.send_to(&o.bytes, flow.peer);
+                    }
+                }
+                Dest::Flow(flow) => {
+                    let _ = shared.flows.send(&flow, Outbound::Message(o.bytes));
                 }
             }
-        },
+        }
     }
 }
 
-/// Runs one worker until `shutdown`.
-pub async fn run(
-    mut core: Core,
-    sockets: WorkerSockets,
-    mut from_streams: mpsc::Receiver<FromStream>,
-    shutdown: CancellationToken,
-) {
-    // Datagrams are read into these reused buffers and copied out at their
+/// Makes a bound UDP socket fit for a reader thread: blocking, with a read
+/// timeout of [`TICK`].
+pub fn prepare(sock: &UdpSocket) -> std::io::Result<()> {
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(Some(TICK))
+}
+
+fn run_timers(core: &mut Core, now: Instant) {
+    if core.next_deadline().is_some_and(|d| d <= now) {
+        core.on_timeout(now);
+    }
+}
+
+/// Reads `sock` until `stop` is set: each datagram goes through the core,
+/// and every read (or [`TICK`] without one) also runs the expired timers.
+pub fn serve_udp(worker: &Worker, side: Side, sock: &UdpSocket, stop: &AtomicBool) {
+    // Datagrams are read into this reused buffer and copied out at their
     // exact size: a message held by a lingering transaction then pins its own
-    // few hundred bytes, not a shared 64 KiB block (which made the heap grow
-    // and page-fault under load).
-    let mut ext_buf = vec![0u8; RECV_CHUNK];
-    let mut int_buf = vec![0u8; RECV_CHUNK];
-    let limits = core.shared.settings.limits;
-    loop {
-        let deadline = core.next_deadline();
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            r = sockets.internal.recv_from(&mut int_buf) => {
-                if let Ok((n, from)) = r {
-                    let data = Bytes::copy_from_slice(&int_buf[..n]);
-                    if let Ok(msg) = Message::parse_datagram(data, &limits) {
-                        core.on_internal(msg, from, Instant::now());
+    // few hundred bytes, not a shared 64 KiB block.
+    let mut buf = vec![0u8; RECV_CHUNK];
+    let mut out = Vec::new();
+    let limits = worker.shared.settings.limits;
+    while !stop.load(Ordering::Relaxed) {
+        let got = match sock.recv_from(&mut buf) {
+            Ok((n, from)) => Some((Bytes::copy_from_slice(&buf[..n]), from)),
+            Err(e) if is_timeout(&e) => None,
+            Err(e) => {
+                // ICMP errors (ECONNREFUSED) surface here on Linux: not ours
+                // to act on. Anything else is logged and retried after a tick.
+                if e.kind() != std::io::ErrorKind::ConnectionRefused {
+                    tracing::debug!(error = %e, "UDP read failed");
+                    std::thread::sleep(TICK);
+                }
+                None
+            }
+        };
+        {
+            let mut core = worker.lock();
+            let now = Instant::now();
+            if let Some((data, from)) = got {
+                match side {
+                    Side::Internal => {
+                        if let Ok(msg) = Message::parse_datagram(data, &limits) {
+                            core.on_internal(msg, from, now);
+                        }
+                    }
+                    Side::External(listener) => {
+                        on_datagram(&mut core, data, listener, from, &limits);
                     }
                 }
             }
-            r = recv_any(&sockets.external, &mut ext_buf) => {
-                if let Ok((n, listener, peer)) = r {
-                    let data = Bytes::copy_from_slice(&ext_buf[..n]);
-                    on_datagram(&mut core, data, listener, peer, &limits);
-                }
-            }
-            Some(m) = from_streams.recv() => {
-                core.on_external(m.msg, m.flow, Instant::now());
-            }
-            _ = sleep_until(deadline) => {
-                core.on_timeout(Instant::now());
-            }
+            run_timers(&mut core, now);
+            out.append(&mut core.out);
         }
-        flush(&mut core, &sockets.internal).await;
+        worker.flush(&mut out);
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
-fn on_datagram(
-    core: &mut Core,
-    data: Bytes,
-    listener: u16,
-    peer: SocketAddr,
-    limits: &sipedge_shared::sip::Limits,
-) {
+fn on_datagram(core: &mut Core, data: Bytes, listener: u16, peer: SocketAddr, limits: &Limits) {
     if stun::is_stun(&data) {
         if let Some(resp) = stun::binding_response(&data, peer) {
             core.shared.metrics.stun.increment(1);
-            if let Some(s) = core.shared.ext_udp.get(usize::from(listener)) {
-                let _ = s.try_send_to(&resp, peer);
-            }
+            core.out.push(Out {
+                dest: Dest::Flow(udp_flow(listener, peer)),
+                bytes: Bytes::from(resp),
+            });
         }
         return;
     }
     if data.iter().all(|b| *b == b'\r' || *b == b'\n') {
         return; // UDP keepalive (CRLF): nothing to answer.
     }
-    let flow = FlowId {
-        transport: FlowTransport::Udp,
-        conn: 0,
-        peer,
-        listener,
-    };
+    let flow = udp_flow(listener, peer);
     match Message::parse_datagram(data.clone(), limits) {
         Ok(msg) => core.on_external(msg, flow, Instant::now()),
         Err(e) => {
@@ -154,25 +205,37 @@ fn on_datagram(
     }
 }
 
-/// Sends everything the core queued.
-async fn flush(core: &mut Core, internal: &UdpSocket) {
-    for out in core.out.drain(..) {
-        match out.dest {
-            Dest::Internal(addr) => {
-                if internal.try_send_to(&out.bytes, addr).is_err() {
-                    let _ = internal.send_to(&out.bytes, addr).await;
-                }
-            }
-            Dest::Flow(flow) if flow.transport == FlowTransport::Udp => {
-                if let Some(s) = core.shared.ext_udp.get(usize::from(flow.listener)) {
-                    if s.try_send_to(&out.bytes, flow.peer).is_err() {
-                        let _ = s.send_to(&out.bytes, flow.peer).await;
-                    }
-                }
-            }
-            Dest::Flow(flow) => {
-                let _ = core.shared.flows.send(&flow, Outbound::Message(out.bytes));
-            }
-        }
+fn udp_flow(listener: u16, peer: SocketAddr) -> FlowId {
+    FlowId {
+        transport: FlowTransport::Udp,
+        conn: 0,
+        peer,
+        listener,
     }
+}
+
+/// Starts the reader threads of `worker`: its internal socket and its
+/// members of the external UDP groups. They end when `stop` is set.
+pub fn spawn_readers(
+    worker: &Arc<Worker>,
+    index: usize,
+    external: Vec<(u16, Arc<UdpSocket>)>,
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut threads = Vec::with_capacity(1 + external.len());
+    let internal = {
+        let (w, stop) = (Arc::clone(worker), Arc::clone(stop));
+        std::thread::Builder::new()
+            .name(format!("udp-int-{index}"))
+            .spawn(move || serve_udp(&w, Side::Internal, w.internal(), &stop))?
+    };
+    threads.push(internal);
+    for (listener, sock) in external {
+        let (w, stop) = (Arc::clone(worker), Arc::clone(stop));
+        let t = std::thread::Builder::new()
+            .name(format!("udp-ext-{index}-{listener}"))
+            .spawn(move || serve_udp(&w, Side::External(listener), &sock, &stop))?;
+        threads.push(t);
+    }
+    Ok(threads)
 }
