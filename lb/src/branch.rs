@@ -120,11 +120,25 @@ impl Branch {
 
 impl std::fmt::Display for Branch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{PREFIX}{:016x}{:016x}{:x}",
-            self.loop_part, self.txn_part, self.attempt
-        )
+        // By hand, not `{:016x}`: this runs for every forwarded request.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; PREFIX.len() + 32 + 16];
+        buf[..PREFIX.len()].copy_from_slice(PREFIX.as_bytes());
+        let mut n = PREFIX.len();
+        for part in [self.loop_part, self.txn_part] {
+            for shift in (0..16).rev() {
+                buf[n] = HEX[((part >> (shift * 4)) & 0xf) as usize];
+                n += 1;
+            }
+        }
+        let digits = (u64::BITS - u64::from(self.attempt).leading_zeros())
+            .div_ceil(4)
+            .max(1);
+        for shift in (0..digits).rev() {
+            buf[n] = HEX[((u64::from(self.attempt) >> (shift * 4)) & 0xf) as usize];
+            n += 1;
+        }
+        f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -155,6 +169,19 @@ mod tests {
         let s3 = Branch::compute(&input(), 3).to_string();
         assert_eq!(Branch::parse(&s3).map(|b| b.attempt), Some(3));
         assert_eq!(b.with_attempt(3).to_string(), s3);
+    }
+
+    #[test]
+    fn display_is_the_documented_hex_layout() {
+        let b = Branch::compute(&input(), 0);
+        for attempt in [0u8, 3, 15, 16, 255] {
+            let b = Branch { attempt, ..b };
+            let want = format!(
+                "{PREFIX}{:016x}{:016x}{:x}",
+                b.loop_part, b.txn_part, b.attempt
+            );
+            assert_eq!(b.to_string(), want);
+        }
     }
 
     #[test]

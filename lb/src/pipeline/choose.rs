@@ -21,12 +21,13 @@ pub fn routing_key(msg: &Message) -> Result<String, ParseError> {
     Ok(Uri::parse(ruri)?.aor_key())
 }
 
-/// [`routing_key`] from the headers `check_request` already parsed.
-pub fn routing_key_checked(msg: &Message, c: &Checked<'_>) -> String {
+/// [`routing_key`] from the headers `check_request` already parsed, into a
+/// reused buffer.
+pub fn routing_key_checked(msg: &Message, c: &Checked<'_>, out: &mut String) {
     if msg.method() == Some(Method::Register) {
-        c.to.uri.aor_key()
+        c.to.uri.write_aor_key(out);
     } else {
-        c.request_uri.aor_key()
+        c.request_uri.write_aor_key(out);
     }
 }
 

@@ -15,7 +15,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
+use arrayvec::ArrayString;
 use bytes::Bytes;
 use sipedge_shared::flow_token::{sign_params, FlowToken, Transport};
 use sipedge_shared::sip::{Checked, Editor, HeaderName, Message, Method};
@@ -115,7 +117,7 @@ pub fn record_route(
 }
 
 /// Signed Record-Route pairs (inner, outer face) per flow, then per proxy id.
-pub type RrCache = HashMap<FlowId, Vec<(String, String, String)>>;
+pub type RrCache = HashMap<FlowId, Vec<(String, Arc<str>, Arc<str>)>>;
 
 /// Flows remembered in [`RrCache`] before it is emptied and refilled.
 const RR_CACHE_FLOWS: usize = 4096;
@@ -125,31 +127,33 @@ const RR_CACHE_FLOWS: usize = 4096;
 /// They depend only on the flow, the proxy and the (fixed) key, so a worker
 /// keeps them: three HMACs per dialog-creating request become a lookup for
 /// every further call on the same flow (a trunk, or one UDP client).
-fn record_routes(core: &Core, flow: &FlowId, proxy: &str) -> Result<(String, String), String> {
+fn record_routes(core: &Core, flow: &FlowId, proxy: &str) -> Result<(Arc<str>, Arc<str>), String> {
     let mut cache = core.rr_cache.borrow_mut();
     if let Some(hit) = cache
         .get(flow)
         .and_then(|v| v.iter().find(|(p, _, _)| p == proxy))
     {
-        return Ok((hit.1.clone(), hit.2.clone()));
+        return Ok((Arc::clone(&hit.1), Arc::clone(&hit.2)));
     }
     let token = flow_token(core, flow).ok_or("no flow key")?;
     let s = &core.shared.settings;
-    let inner = record_route(core, &s.internal.to_string(), &token, proxy, None);
-    let outer = record_route(
+    let inner: Arc<str> = record_route(core, &s.internal.to_string(), &token, proxy, None).into();
+    let outer: Arc<str> = record_route(
         core,
         &s.advertise,
         &token,
         proxy,
         flow.transport.uri_param(),
-    );
+    )
+    .into();
     if cache.len() >= RR_CACHE_FLOWS && !cache.contains_key(flow) {
         cache.clear(); // Bounded: closed connections' entries go too.
     }
-    cache
-        .entry(*flow)
-        .or_default()
-        .push((proxy.to_string(), inner.clone(), outer.clone()));
+    cache.entry(*flow).or_default().push((
+        proxy.to_string(),
+        Arc::clone(&inner),
+        Arc::clone(&outer),
+    ));
     Ok((inner, outer))
 }
 
@@ -157,27 +161,32 @@ fn record_routes(core: &Core, flow: &FlowId, proxy: &str) -> Result<(String, Str
 pub fn build(core: &Core, ctx: &Ctx<'_, '_>) -> Result<Bytes, String> {
     let msg = ctx.msg;
     let mut e = Editor::new(msg);
-    let mut via = String::with_capacity(96);
-    let _ = write!(via, "SIP/2.0/UDP {};branch={}", core.sent_by, ctx.branch);
+    // The values are formatted on the stack: this runs for every request.
+    let mut via = ArrayString::<192>::new();
+    write!(via, "SIP/2.0/UDP {};branch={}", core.sent_by, ctx.branch)
+        .map_err(|_| "our Via does not fit")?;
     let vidx = msg.find(HeaderName::Via).ok_or("missing Via")?;
     let top = match ctx.checked {
         Some(c) => c.top_via,
         None => msg.top_via().map_err(|e| e.reason())?,
     };
     let peer = ctx.flow.peer;
-    let ip = peer.ip().to_string();
-    if top.host_str.trim_start_matches('[').trim_end_matches(']') != ip {
+    let mut ip = ArrayString::<64>::new();
+    write!(ip, "{}", peer.ip()).map_err(|_| "address does not fit")?;
+    if top.host_str.trim_start_matches('[').trim_end_matches(']') != ip.as_str() {
         e.set_via_param(vidx, "received", Some(&ip));
     }
+    let mut port = ArrayString::<8>::new();
     if top.rport == Some(None) {
-        e.set_via_param(vidx, "rport", Some(&peer.port().to_string()));
+        write!(port, "{}", peer.port()).map_err(|_| "port does not fit")?;
+        e.set_via_param(vidx, "rport", Some(&port));
     }
     e.insert_top(HeaderName::Via, &via);
-    let mf_value;
+    let mut mf_value = ArrayString::<4>::new();
     match ctx.mf {
         MaxForwardsEdit::Insert => e.insert_top(HeaderName::MaxForwards, DEFAULT_MAX_FORWARDS),
         MaxForwardsEdit::Replace(idx, v) => {
-            mf_value = v.to_string();
+            write!(mf_value, "{v}").map_err(|_| "Max-Forwards does not fit")?;
             e.replace_value(idx, &mf_value);
         }
     }

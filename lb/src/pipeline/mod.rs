@@ -77,6 +77,8 @@ pub struct Core {
     pub(crate) sampler: log::Sampler,
     /// Signed Record-Route pairs by flow and proxy (see `forward::record_routes`).
     pub(crate) rr_cache: std::cell::RefCell<forward::RrCache>,
+    /// The routing key of the request in hand (reused: no allocation per request).
+    key_buf: String,
 }
 
 /// Why a request is answered locally.
@@ -110,6 +112,7 @@ impl Core {
             out: Vec::with_capacity(8),
             sampler: log::Sampler::new(shared.settings.log_sample),
             rr_cache: std::cell::RefCell::default(),
+            key_buf: String::new(),
             shared,
         }
     }
@@ -270,9 +273,12 @@ impl Core {
             return Ok(());
         }
 
-        let key = choose::routing_key_checked(msg, &checked);
+        let mut key = std::mem::take(&mut self.key_buf);
+        choose::routing_key_checked(msg, &checked, &mut key);
         let snapshot = self.shared.proxies.snapshot();
-        let Some(choice) = choose::first(&snapshot, &key, routes.pinned_proxy) else {
+        let choice = choose::first(&snapshot, &key, routes.pinned_proxy);
+        self.key_buf = key;
+        let Some(choice) = choice else {
             let mut r = Reject::new(503, "No Proxy Available");
             r.extra = Some(("Retry-After", "5".to_string()));
             return Err(r);

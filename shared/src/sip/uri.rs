@@ -378,21 +378,35 @@ impl<'a> Uri<'a> {
     /// The normalised address-of-record key `user@host` used for hashing: user
     /// unescaped, host lowercased; no port, no parameters. For tel: the number.
     pub fn aor_key(&self) -> String {
+        let mut key = String::new();
+        self.write_aor_key(&mut key);
+        key
+    }
+
+    /// [`Uri::aor_key`] into `out` (cleared first), so a hot path can reuse
+    /// one buffer instead of allocating a key per request.
+    pub fn write_aor_key(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        out.clear();
         let user = self.user_unescaped();
         match (self.scheme, &self.host) {
-            (Scheme::Tel, _) => format!("tel:{user}"),
+            (Scheme::Tel, _) => {
+                out.push_str("tel:");
+                out.push_str(&user);
+            }
             (_, Some(h)) => {
-                let host = match h {
-                    Host::Domain(d) => d.to_ascii_lowercase(),
-                    other => other.to_string(),
-                };
-                if user.is_empty() {
-                    host
-                } else {
-                    format!("{user}@{host}")
+                if !user.is_empty() {
+                    out.push_str(&user);
+                    out.push('@');
+                }
+                match h {
+                    Host::Domain(d) => out.extend(d.chars().map(|c| c.to_ascii_lowercase())),
+                    other => {
+                        let _ = write!(out, "{other}");
+                    }
                 }
             }
-            (_, None) => self.raw.to_ascii_lowercase(),
+            (_, None) => out.extend(self.raw.chars().map(|c| c.to_ascii_lowercase())),
         }
     }
 }
