@@ -157,12 +157,20 @@ impl FlowTable {
         }
     }
 
-    /// Open stream flows of `transport` (UDP flows are not stored: 0).
+    /// UDP flows opened and closed, as the workers' `UdpPeers` saw them
+    /// (UDP flows are counted here, not stored).
+    pub fn count_udp(&self, opened: usize, closed: usize) {
+        let c = &self.counts[FlowTransport::Udp.index()];
+        c.fetch_add(opened as u64, Ordering::Relaxed);
+        c.fetch_sub(closed as u64, Ordering::Relaxed);
+    }
+
+    /// Open flows of `transport`.
     pub fn count(&self, transport: FlowTransport) -> u64 {
         self.counts[transport.index()].load(Ordering::Relaxed)
     }
 
-    /// (udp, tcp, tls) counts of open stream flows (UDP is always 0).
+    /// (udp, tcp, tls) counts of open flows.
     pub fn counts(&self) -> [u64; 3] {
         [
             self.count(FlowTransport::Udp),

@@ -16,4 +16,5 @@ pub mod stream;
 pub mod stun;
 pub mod tls;
 pub mod txn;
+pub mod udp_peers;
 pub mod worker;

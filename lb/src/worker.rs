@@ -117,6 +117,11 @@ fn run_timers(core: &mut Core, now: Instant) {
     if core.next_deadline().is_some_and(|d| d <= now) {
         core.on_timeout(now);
     }
+    let closed = core.udp_peers.sweep(now);
+    if closed > 0 {
+        core.shared.flows.count_udp(0, closed);
+        core.shared.metrics.flows[0].decrement(closed as f64);
+    }
 }
 
 /// Reads `sock` until `stop` is set: each datagram goes through the core,
@@ -153,7 +158,7 @@ pub fn serve_udp(worker: &Worker, side: Side, sock: &UdpSocket, stop: &AtomicBoo
                         }
                     }
                     Side::External(listener) => {
-                        on_datagram(&mut core, data, listener, from, &limits);
+                        on_datagram(&mut core, data, listener, from, &limits, now);
                     }
                 }
             }
@@ -171,7 +176,18 @@ fn is_timeout(e: &std::io::Error) -> bool {
     )
 }
 
-fn on_datagram(core: &mut Core, data: Bytes, listener: u16, peer: SocketAddr, limits: &Limits) {
+fn on_datagram(
+    core: &mut Core,
+    data: Bytes,
+    listener: u16,
+    peer: SocketAddr,
+    limits: &Limits,
+    now: Instant,
+) {
+    if core.udp_peers.touch(peer, now) {
+        core.shared.flows.count_udp(1, 0);
+        core.shared.metrics.flows[0].increment(1.0);
+    }
     if stun::is_stun(&data) {
         if let Some(resp) = stun::binding_response(&data, peer) {
             core.shared.metrics.stun.increment(1);
@@ -187,7 +203,7 @@ fn on_datagram(core: &mut Core, data: Bytes, listener: u16, peer: SocketAddr, li
     }
     let flow = udp_flow(listener, peer);
     match Message::parse_datagram(data.clone(), limits) {
-        Ok(msg) => core.on_external(msg, flow, Instant::now()),
+        Ok(msg) => core.on_external(msg, flow, now),
         Err(e) => {
             let carrier = core.shared.carriers.lookup_index(peer.ip());
             core.shared

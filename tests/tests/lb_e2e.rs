@@ -667,3 +667,46 @@ async fn in_dialog_requests_follow_our_signed_record_route() {
     assert_eq!(fwd_bye.count(HeaderName::Route), 0, "our entries popped");
     lb.stop().await.expect("stop");
 }
+
+async fn udp_flows(http: &reqwest::Client, lb: &TestLb) -> u64 {
+    let v: serde_json::Value = http
+        .get(format!("http://{}/v1/flows", lb.addrs.admin))
+        .bearer_auth(TEST_TOKEN)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    v["udp"].as_u64().expect("udp count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_clients_count_as_flows_until_they_go_quiet() {
+    let proxies = three([Answer::Ok; 3]).await;
+    let mut o = opts(&proxies);
+    // A UDP flow stays counted for two keepalive intervals of silence.
+    o.keepalive = Duration::from_millis(200);
+    let lb = TestLb::start(o).await.expect("lb");
+    let http = reqwest::Client::new();
+    assert_eq!(udp_flows(&http, &lb).await, 0);
+    let (a, aa) = client().await;
+    let (b, ba) = client().await;
+    for (i, (c, ca)) in [(&a, aa), (&b, ba), (&a, aa)].into_iter().enumerate() {
+        let req = request("OPTIONS", "sip:flows@example.com", ca, &format!("f{i}"), "");
+        c.send_to(req.as_bytes(), lb.addrs.udp[0])
+            .await
+            .expect("send");
+        assert_eq!(
+            recv_final(c, WAIT).await.and_then(|m| m.status()),
+            Some(200)
+        );
+    }
+    assert_eq!(udp_flows(&http, &lb).await, 2, "two clients, two flows");
+    let quiet = sipedge_tests::proxy_harness::eventually(Duration::from_secs(5), || async {
+        udp_flows(&http, &lb).await == 0
+    })
+    .await;
+    assert!(quiet, "silent UDP flows are no longer counted");
+    lb.stop().await.expect("stop");
+}

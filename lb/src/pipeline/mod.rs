@@ -79,6 +79,8 @@ pub struct Core {
     pub(crate) rr_cache: std::cell::RefCell<forward::RrCache>,
     /// The routing key of the request in hand (reused: no allocation per request).
     key_buf: String,
+    /// UDP peers heard recently (the UDP flow count).
+    pub udp_peers: crate::udp_peers::UdpPeers,
 }
 
 /// Why a request is answered locally.
@@ -113,6 +115,8 @@ impl Core {
             sampler: log::Sampler::new(shared.settings.log_sample),
             rr_cache: std::cell::RefCell::default(),
             key_buf: String::new(),
+            // A UDP flow stays counted for two keepalive intervals of silence.
+            udp_peers: crate::udp_peers::UdpPeers::new(s.keepalive_interval * 2),
             shared,
         }
     }
