@@ -192,6 +192,13 @@ pub struct TransactionFile {
     /// How long a completed transaction is kept to absorb retransmissions.
     #[serde(with = "serde_duration", default = "default_linger")]
     pub linger: Duration,
+    /// Transactions one worker may hold; a new request beyond it gets 503.
+    #[serde(default = "default_max_per_worker")]
+    pub max_per_worker: usize,
+}
+
+fn default_max_per_worker() -> usize {
+    crate::txn::DEFAULT_CAPACITY
 }
 
 fn default_proceeding() -> Duration {
@@ -209,6 +216,7 @@ impl Default for TransactionFile {
             timer_invite: t.invite,
             timer_proceeding: t.proceeding,
             linger: t.linger,
+            max_per_worker: default_max_per_worker(),
         }
     }
 }
@@ -456,6 +464,8 @@ pub struct LbConfig {
     pub flow: FlowSettings,
     /// Transaction timers.
     pub transaction: Timers,
+    /// Transactions one worker may hold.
+    pub max_transactions: usize,
     /// Static proxies, sorted by id.
     pub proxies: Vec<Proxy>,
     /// Admin server.
@@ -506,6 +516,7 @@ impl LbConfig {
             internal: self.listen.internal,
             flow_keys: self.flow.keys.clone(),
             timers: self.transaction,
+            max_transactions: self.max_transactions,
             keepalive_interval: self.flow.keepalive_interval,
             keepalive_max_missed: self.flow.keepalive_max_missed.get(),
             limits: self.limits.sip,
@@ -687,6 +698,7 @@ impl LbFile {
             proceeding: c.positive("transaction.timer_proceeding", t.timer_proceeding)?,
             linger: c.positive("transaction.linger", t.linger)?,
         };
+        let max_transactions = c.nzu("transaction.max_per_worker", t.max_per_worker)?.get();
 
         let mut proxies = Vec::with_capacity(self.proxies.len());
         for (i, p) in self.proxies.iter().enumerate() {
@@ -802,6 +814,7 @@ impl LbFile {
             tls,
             flow,
             transaction,
+            max_transactions,
             proxies,
             admin,
             flood,
@@ -938,6 +951,11 @@ mod tests {
                 "limits.handshake_timeout",
             ),
             ("transaction.linger", s("0s"), "transaction.linger"),
+            (
+                "transaction.max_per_worker",
+                i(0),
+                "transaction.max_per_worker",
+            ),
             ("limits.max_headers", i(0), "limits.max_headers"),
             ("log.level", s("loud"), "log.level"),
             ("log.sample", toml::Value::Float(1.5), "log.sample"),

@@ -33,6 +33,8 @@ pub struct Settings {
     pub flow_keys: Vec<FlowKey>,
     /// Failover and linger timers.
     pub timers: Timers,
+    /// Transactions a worker may hold (`transaction.max_per_worker`).
+    pub max_transactions: usize,
     /// Idle interval before a keepalive ping on stream flows.
     pub keepalive_interval: Duration,
     /// Pongs a ponging flow may miss before it is closed.

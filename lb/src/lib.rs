@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod proxy_set;
 pub mod run;
+pub mod shard_map;
 pub mod stream;
 pub mod stun;
 pub mod tls;

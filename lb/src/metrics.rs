@@ -108,6 +108,8 @@ pub struct LbMetrics {
     pub failover_timeout: Counter,
     /// 500 answers after every candidate failed.
     pub all_failed: Counter,
+    /// Requests refused (503) because the worker's transaction table was full.
+    pub txn_table_full: Counter,
     /// Requests toward users whose flow was gone (430).
     pub flow_failed: Counter,
     /// Requests toward users with a bad flow token (403).
@@ -145,6 +147,7 @@ impl LbMetrics {
             failover_503: fo("503"),
             failover_timeout: fo("timeout"),
             all_failed: counter!("sipedge_lb_all_proxies_failed_total", "edge" => e.clone()),
+            txn_table_full: counter!("sipedge_lb_transaction_table_full_total", "edge" => e.clone()),
             flow_failed: counter!("sipedge_lb_flow_failed_total", "edge" => e.clone()),
             bad_tokens: counter!("sipedge_lb_bad_flow_tokens_total", "edge" => e.clone()),
             pings: counter!("sipedge_lb_keepalive_pings_total", "edge" => e.clone()),

@@ -44,6 +44,8 @@ pub struct LbOptions {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Flood settings.
     pub flood: FloodSettings,
+    /// Transactions the worker may hold.
+    pub max_transactions: usize,
     /// Admin HTTP address (port 0 by default; a fixed one lets a test
     /// restart an LB where its monitors expect it).
     pub admin: SocketAddr,
@@ -61,6 +63,7 @@ impl LbOptions {
             keepalive: Duration::from_secs(30),
             tls: None,
             flood: FloodSettings::default(),
+            max_transactions: 4096,
             admin: SocketAddr::from(([127, 0, 0, 1], 0)),
             external: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
@@ -97,6 +100,7 @@ impl TestLb {
                 invite: opts.timer,
                 ..Timers::default()
             },
+            max_transactions: opts.max_transactions,
             keepalive_interval: opts.keepalive,
             keepalive_max_missed: 2,
             limits: Limits::default(),

@@ -45,6 +45,7 @@ const METRICS: &[(&str, bool, &[Metric])] = &[
             ("sipedge_lb_responses_total", Counter),
             ("sipedge_lb_failovers_total", Counter),
             ("sipedge_lb_all_proxies_failed_total", Counter),
+            ("sipedge_lb_transaction_table_full_total", Counter),
             ("sipedge_lb_loop_rejections_total", Counter),
             ("sipedge_lb_routes_stripped_total", Counter),
             ("sipedge_lb_flood_rejections_total", Counter),

@@ -710,3 +710,73 @@ async fn udp_clients_count_as_flows_until_they_go_quiet() {
     assert!(quiet, "silent UDP flows are no longer counted");
     lb.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmission_after_the_final_goes_to_the_proxy_that_answered() {
+    // The LB keeps no copy of a relayed final: the retransmitted request is
+    // relayed, with the same branch, to the proxy that answered (after a
+    // failover, not the first-ranked one), and its answer reaches the client.
+    let proxies = three([Answer::Ok; 3]).await;
+    let order = ranked(&proxies, "fay@example.com");
+    order[0].set_answer(Answer::Status(503));
+    order[1].set_answer(Answer::Status(404));
+    let lb = TestLb::start(opts(&proxies)).await.expect("lb");
+    let (c, ca) = client().await;
+    let req = request("OPTIONS", "sip:fay@example.com", ca, "retrans", "");
+    for _ in 0..2 {
+        c.send_to(req.as_bytes(), lb.addrs.udp[0])
+            .await
+            .expect("send");
+        let resp = recv_final(&c, WAIT).await.expect("final");
+        assert_eq!(resp.status(), Some(404));
+    }
+    assert_eq!(
+        order[0].count("OPTIONS"),
+        1,
+        "the failed proxy is not asked again"
+    );
+    assert_eq!(order[1].count("OPTIONS"), 2);
+    let branches: Vec<String> = order[1]
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|m| Some(m.top_via().ok()?.branch?.as_str().to_string()))
+        .collect();
+    assert_eq!(branches.len(), 2);
+    assert_eq!(branches[0], branches[1], "same transaction at the proxy");
+    lb.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_transaction_table_answers_503() {
+    let proxies = three([Answer::Silent; 3]).await;
+    let mut o = opts(&proxies);
+    o.max_transactions = 2;
+    o.timer = Duration::from_secs(30);
+    let lb = TestLb::start(o).await.expect("lb");
+    let (c, ca) = client().await;
+    for i in 0..2 {
+        let req = request(
+            "OPTIONS",
+            "sip:gus@example.com",
+            ca,
+            &format!("full{i}"),
+            "",
+        );
+        c.send_to(req.as_bytes(), lb.addrs.udp[0])
+            .await
+            .expect("send");
+    }
+    let req = request("OPTIONS", "sip:gus@example.com", ca, "full2", "");
+    c.send_to(req.as_bytes(), lb.addrs.udp[0])
+        .await
+        .expect("send");
+    let resp = recv_final(&c, WAIT).await.expect("final");
+    assert_eq!(resp.status(), Some(503));
+    assert_eq!(resp.call_id().ok(), Some("full2"));
+    assert!(resp.header(HeaderName::RetryAfter).is_some());
+    let total: usize = proxies.iter().map(|p| p.count("OPTIONS")).sum();
+    assert_eq!(total, 2, "the refused request was not forwarded");
+    lb.stop().await.expect("stop");
+}

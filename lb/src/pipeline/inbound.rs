@@ -137,8 +137,17 @@ pub fn response_from_proxy(core: &mut Core, msg: Message, now: Instant) {
     if is_invite && status >= 300 {
         send_ack(core, &msg, branch, proxy);
     }
-    if phase == Phase::Completed && status >= 300 {
-        return; // A retransmitted final we already relayed.
+    if phase == Phase::Completed {
+        // A final again: the proxy answering a retransmitted request we
+        // relayed (the final is not kept here), or a 2xx retransmitted by
+        // the callee. Relayed, and counted once, the first time.
+        if let Some(bytes) = pop_via(&msg) {
+            core.out.push(Out {
+                dest: Dest::Flow(flow),
+                bytes,
+            });
+        }
+        return;
     }
     if let Some(bytes) = pop_via(&msg) {
         m.txn_seconds
@@ -150,7 +159,7 @@ pub fn response_from_proxy(core: &mut Core, msg: Message, now: Instant) {
                 super::log::response(req, status, flow.peer, false);
             }
         }
-        core.txns.on_final(key, status, bytes.clone(), now);
+        core.txns.on_final(key, status, None, now);
         core.out.push(Out {
             dest: Dest::Flow(flow),
             bytes,

@@ -106,7 +106,7 @@ impl Core {
     pub fn new(shared: Arc<Shared>, internal: SocketAddr) -> Self {
         let s = &shared.settings;
         let our_hosts = [s.internal.to_string(), s.advertise.clone()];
-        let txns = TxnTable::new(s.timers);
+        let txns = TxnTable::new(s.timers, s.max_transactions);
         Core {
             sent_by: internal.to_string(),
             our_hosts,
@@ -257,8 +257,9 @@ impl Core {
                     dest: Dest::Flow(flow),
                     bytes: last,
                 });
-            } else if phase == Phase::Waiting {
-                // Relay the retransmission to the proxy now tried.
+            } else if phase != Phase::Proceeding {
+                // Relay the retransmission to the proxy now tried, or to the
+                // one that answered: its transaction answers again.
                 let ctx = forward::Ctx {
                     msg,
                     routes: &routes,
@@ -277,6 +278,13 @@ impl Core {
             return Ok(());
         }
 
+        let starts_txn = !matches!(method, Some(Method::Ack) | Some(Method::Cancel));
+        if starts_txn && self.txns.is_full() {
+            self.shared.metrics.txn_table_full.increment(1);
+            let mut r = Reject::new(503, "Transaction Table Full");
+            r.extra = Some(("Retry-After", "5".to_string()));
+            return Err(r);
+        }
         let mut key = std::mem::take(&mut self.key_buf);
         choose::routing_key_checked(msg, &checked, &mut key);
         let snapshot = self.shared.proxies.snapshot();
@@ -304,7 +312,7 @@ impl Core {
         });
         // ACK (for a 2xx: a transaction of its own without response) and
         // CANCEL without its INVITE are forwarded statelessly.
-        if !matches!(method, Some(Method::Ack) | Some(Method::Cancel)) {
+        if starts_txn {
             let is_invite = method == Some(Method::Invite);
             self.txns.start(
                 branch,
@@ -359,7 +367,7 @@ impl Core {
             self.shared.metrics.all_failed.increment(1);
             let tag = local_tag(&msg);
             let bytes = build_response(&msg, 500, "All Proxies Failed", Some(&tag), &[]);
-            self.txns.on_final(key, 500, bytes.clone(), now);
+            self.txns.on_final(key, 500, Some(bytes.clone()), now);
             self.out.push(Out {
                 dest: Dest::Flow(flow),
                 bytes,
