@@ -34,11 +34,15 @@
 # env:    OUT=dir (default results/lb_vs_kamailio/<time>, git-ignored)
 #         MODES="sipedge stateless stateful"  REPEAT=3  DUR=15
 #         INV_RATE=4000  OPT_RATE=10000  LAT_RATE=2000  LAT_DUR=8  LAT_REPEAT=3
+#         LAT_WARMUP=0 (seconds at the start of each latency run left out of the LB residence
+#           times; with LAT_DUR=45 LAT_WARMUP=35 they describe the steady state, after sipedge's
+#           lingering transactions (32 s) start to expire)
 #         RAMP_DUR=10  CONFIRM_DUR=15  INV_LADDER="…"  OPT_LADDER="…"
 #         PORT_BASE=25000: the copied kit is patched to use ports BASE+60 (LB), BASE+71..73
 #           (UAS), BASE+90 (UAC), BASE+80 (LB internal), BASE+4060 (LB admin); PORT_BASE=0
 #           keeps the kit's own 5060/5071-5073/5090 (often taken on a shared box)
 #         NO_BUILD=1 (skip cargo build --release -p sipedge-lb), LB_BIN=path (another build)
+#         LB_LINGER=32s (sipedge-lb [transaction] linger, for experiments)
 # needs:  sipp, kamailio, tcpdump (latency), taskset, ss, python3; UDP ports 5060,
 #         5071-5073, 5080, 5090 and TCP 9060 (shifted by PORT_BASE) free on 127.0.0.1. Loopback only;
 #         every run is bounded (-m RATE*DUR, -timeout, watchdog) and every process
@@ -52,7 +56,7 @@ OUT="${OUT:-$REPO/results/lb_vs_kamailio/$(date -u +%Y%m%dT%H%M%SZ)}"
 MODES="${MODES:-sipedge stateless stateful}"
 REPEAT=${REPEAT:-3}; DUR=${DUR:-15}
 INV_RATE=${INV_RATE:-4000}; OPT_RATE=${OPT_RATE:-10000}
-LAT_RATE=${LAT_RATE:-2000}; LAT_DUR=${LAT_DUR:-8}; LAT_REPEAT=${LAT_REPEAT:-3}
+LAT_RATE=${LAT_RATE:-2000}; LAT_DUR=${LAT_DUR:-8}; LAT_REPEAT=${LAT_REPEAT:-3}; LAT_WARMUP=${LAT_WARMUP:-0}
 export RAMP_DUR=${RAMP_DUR:-10} CONFIRM_DUR=${CONFIRM_DUR:-15}
 INV_LADDER=${INV_LADDER:-"4000 8000 12000 16000 20000"}
 OPT_LADDER=${OPT_LADDER:-"10000 20000 30000 40000 50000 60000"}
@@ -74,7 +78,7 @@ fi
 LB_BIN="${LB_BIN:-$REPO/target/release/sipedge-lb}"
 [ -x "$LB_BIN" ] || { echo "no $LB_BIN" >&2; exit 2; }
 
-mkdir -p "$OUT/shim"
+mkdir -p "$OUT/shim" "$OUT/residence"
 cp -a "$KIT_SRC" "$OUT/kit" && chmod -R u+w "$OUT/kit"
 KIT="$OUT/kit"
 # Only the port numbers of the copy change (the line is checked, so a changed kit fails loudly).
@@ -105,6 +109,7 @@ keys = ["hex:736970656467652062656e6368206b657920303031"]
 [transaction]
 timer_non_invite = "2s"
 timer_invite = "2s"
+linger = "${LB_LINGER:-32s}"
 
 [[proxies]]
 id = "p1"
@@ -183,7 +188,21 @@ for phase in $PHASES; do
       for k in $(seq "$LAT_REPEAT"); do
         for M in direct $MODES; do
           TAG="lat_${M}_options_r${LAT_RATE}_${k}"
+          # A second capture, of the LB's own ports, for its residence time.
+          tdpid=
+          if [ "$M" != direct ]; then
+            taskset -c 1 tcpdump -i lo -n -B 65536 -s 2048 -w "$OUT/residence/$TAG.pcap" \
+              "udp and (port $P_LB or port $P_INT)" 2> "$OUT/residence/$TAG.tcpdump.log" &
+            tdpid=$!
+            sleep 1
+          fi
           one "$M" SCEN=options RATE="$LAT_RATE" DUR="$LAT_DUR" PCAP=1 TAG="$TAG" > "$OUT/last.tsv" 2>&1
+          if [ -n "$tdpid" ]; then
+            sleep 1; kill -INT "$tdpid"; wait "$tdpid" 2>/dev/null
+            python3 "$REPO/tests/bench/lb_residence.py" --skip "$LAT_WARMUP" "$OUT/residence/$TAG.pcap" \
+              "$P_LB" "$P_UAC" "$P_UAS1" "$P_UAS2" "$P_UAS3" > "$OUT/residence/$TAG.json"
+            rm -f "$OUT/residence/$TAG.pcap"
+          fi
           echo "latency: $TAG $(tail -1 "$OUT/last.tsv" | cut -f7,8)"
         done
       done ;;

@@ -5,6 +5,7 @@ usage: lb_vs_kamailio_report.py OUT_DIR   (prints Markdown)
 
 cost_<lb>_<scen>_r<rate>_<k>   -> CPU µs per op = LB CPU% / 100 * 1e6 / achieved rate
 lat_<path>_options_r<rate>_<k> -> OPTIONS p50/p99 at the UAC; added = via LB - direct
+residence/lat_<lb>_*.json      -> time inside the LB per OPTIONS transaction (lb_residence.py)
 ramp_summary.tsv               -> the reference ramp.sh's table (max sustained rate)
 """
 import glob, gzip, json, os, re, statistics, sys
@@ -92,6 +93,27 @@ def latency_table(runs):
     return "\n".join(lines)
 
 
+def residence_table(out):
+    groups = {}
+    for f in glob.glob(os.path.join(out, "residence", "lat_*.json")):
+        m = re.match(r"lat_(\w+?)_options_r(\d+)_\d+\.json$", os.path.basename(f))
+        if m:
+            groups.setdefault((int(m.group(2)), m.group(1)), []).append(json.load(open(f)))
+    if not groups:
+        return "(no residence captures in this run)"
+    lines = ["| rate /s | LB | runs | transactions | request leg p50 / p99 µs | response leg p50 / p99 µs | **residence p50 / p99 / p99.9 µs** |",
+             "|---|---|---|---|---|---|---|"]
+    for key in sorted(groups, key=lambda k: (k[0], ORDER.index(k[1]) if k[1] in ORDER else 9)):
+        S = groups[key]
+        leg = lambda name, p: fmt(med([s[name][p] for s in S]))
+        lines.append("| " + " | ".join([fmt(key[0]), NAMES.get(key[1], key[1]), str(len(S)),
+                                         fmt(med([s["transactions"] for s in S])),
+                                         leg("request_leg", "p50_us") + " / " + leg("request_leg", "p99_us"),
+                                         leg("response_leg", "p50_us") + " / " + leg("response_leg", "p99_us"),
+                                         "**" + " / ".join(leg("residence", p) for p in ("p50_us", "p99_us", "p99.9_us")) + "**"]) + " |")
+    return "\n".join(lines)
+
+
 def ramp_table(out):
     f = os.path.join(out, "kit", "results", "ramp_summary.tsv")
     if not os.path.exists(f):
@@ -121,6 +143,8 @@ def main():
     print(cost_table(runs))
     print("\n## OPTIONS latency at the UAC socket (pcap, median of the per-run percentiles)\n")
     print(latency_table(runs))
+    print("\n## Time inside the LB per OPTIONS transaction (pcap of the LB's ports, median of the per-run percentiles)\n")
+    print(residence_table(out))
     print("\n## Highest sustained rate (ramp: fail <= 0.1 %, achieved >= 97 %; median of 3 at the best step)\n")
     print(ramp_table(out))
 
