@@ -248,6 +248,8 @@ impl<R> TxnTable<R> {
     /// timer (the callee may ring for minutes).
     pub fn on_provisional(&mut self, key: TxnKey, response: Option<Bytes>, now: Instant) {
         let (invite, was_waiting) = match self.map.get_mut(&key) {
+            // A provisional after the final (reordered) changes nothing.
+            Some(t) if t.phase == Phase::Completed => return,
             Some(t) => {
                 if let Some(r) = response {
                     t.last_response = Some(r);

@@ -171,6 +171,8 @@ one() {
 } > "$OUT/machine.txt"
 cat "$OUT/machine.txt"
 
+# ramp.sh writes its summary's header line into results/, which only run.sh creates.
+mkdir -p "$KIT/results"
 for phase in $PHASES; do
   case "$phase" in
     cost)

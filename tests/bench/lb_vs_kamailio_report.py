@@ -114,11 +114,18 @@ def residence_table(out):
     return "\n".join(lines)
 
 
+# The columns of the reference ramp.sh's ramp_summary.tsv.
+RAMP_HEAD = ["mode", "scen", "children", "max_pass_rate", "median_achieved", "median_fail_pct", "median_kam_cpu",
+             "median_gen_cpu", "median_uac_cpu", "first_fail_rate", "first_fail_reason", "bottleneck_note"]
+
+
 def ramp_table(out):
     f = os.path.join(out, "kit", "results", "ramp_summary.tsv")
     if not os.path.exists(f):
         return "(no ramp in this run)"
     rows = [l.rstrip("\n").split("\t") for l in open(f) if l.strip()]
+    if rows and rows[0][0] != "mode":
+        rows.insert(0, RAMP_HEAD)  # ramp.sh could not write its header line
     head = rows[0]
     lines = ["| LB | flow | max sustained /s | achieved | fail % | LB CPU % | µs per op at max | SIPp CPU % (core 1) | first failing step | why | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
