@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 
 use super::header_name::HeaderName;
 use super::message::{Message, Span};
-use super::scan::{is_lws, quoted_len};
+use super::scan::{is_lws, quoted_len, trim_bytes};
 
 #[derive(Debug, Clone, Copy)]
 struct Edit {
@@ -364,12 +364,6 @@ impl<'m> Editor<'m> {
         self.write_to(&mut out);
         Bytes::from(out)
     }
-}
-
-fn trim_bytes(b: &[u8]) -> &[u8] {
-    let s = b.iter().position(|&c| !is_lws(c)).unwrap_or(b.len());
-    let e = b.iter().rposition(|&c| !is_lws(c)).map_or(s, |p| p + 1);
-    b.get(s..e).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use super::call_id::parse_call_id;
 use super::contact::Contact;
-use super::content_length::parse_content_length;
+use super::content_length::{parse_content_length, parse_content_length_bytes};
 use super::cseq::CSeq;
 use super::error::ParseError;
 use super::header_name::HeaderName;
@@ -131,19 +131,6 @@ pub enum StartLine {
         /// The reason phrase (may be empty).
         reason_span: Span,
     },
-}
-
-/// The index built by scanning the head of a message.
-#[derive(Debug, Clone)]
-pub(crate) struct Head {
-    pub start: StartLine,
-    /// The start line without its line end.
-    pub start_span: Span,
-    pub headers: SmallVec<[HeaderEntry; 32]>,
-    /// Offset just after the last header line (where the empty line starts).
-    pub headers_end: usize,
-    /// Offset of the first body byte (just after the empty line).
-    pub head_end: usize,
 }
 
 /// A parsed SIP message: the received bytes (exactly this message, nothing
@@ -266,18 +253,29 @@ fn is_ascii(b: &[u8]) -> bool {
     b.iter().fold(0u8, |acc, &c| acc | c) < 0x80
 }
 
-/// Scan the head (start line and headers) of a message that starts at `buf[0]`.
+/// Scan the head (start line and headers) of a message that starts at `buf[0]`
+/// into `m` (whose buffer is attached afterwards, see [`Message::attach`]).
 /// `at_eof_ok`: a head that ends at the end of `buf` without the empty line is
 /// accepted (datagrams); otherwise it is `Incomplete`.
-pub(crate) fn parse_head(buf: &[u8], limits: &Limits, at_eof_ok: bool) -> Result<Head, ParseError> {
+///
+/// The index is written in place: a `Message` with its inline index is ~600
+/// bytes, and building a separate head to move into it cost several copies
+/// per parse.
+pub(crate) fn scan_head(
+    m: &mut Message,
+    buf: &[u8],
+    limits: &Limits,
+    at_eof_ok: bool,
+) -> Result<(), ParseError> {
+    // One line-end iterator over the whole head: a `memchr` call per line
+    // spent most of its time in per-call setup on these short lines.
+    let mut line_ends = memchr::memchr_iter(b'\n', buf);
     let mut pos = 0;
-    let mut start: Option<(StartLine, Span)> = None;
-    let mut headers: SmallVec<[HeaderEntry; 32]> = SmallVec::new();
+    let mut have_start = false;
     let mut headers_end = 0;
     loop {
-        let (line_end, next) = match memchr::memchr(b'\n', &buf[pos..]) {
-            Some(off) => {
-                let nl = pos + off;
+        let (line_end, next) = match line_ends.next() {
+            Some(nl) => {
                 let le = if nl > pos && buf[nl - 1] == b'\r' {
                     nl - 1
                 } else {
@@ -288,7 +286,7 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, at_eof_ok: bool) -> Result
             None if at_eof_ok => {
                 if pos >= buf.len() {
                     // End of datagram right after a complete line: treat as the empty line.
-                    if start.is_none() {
+                    if !have_start {
                         return Err(ParseError::Empty);
                     }
                     break;
@@ -310,30 +308,25 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, at_eof_ok: bool) -> Result
         if line.len() > limits.max_line {
             return Err(ParseError::LineTooLong);
         }
-        let Some(_) = start else {
+        if !have_start {
             if line.is_empty() {
                 return Err(ParseError::BadStartLine);
             }
-            start = Some((parse_start_line(line, pos)?, Span::new(pos, line_end)));
+            m.start = parse_start_line(line, pos)?;
+            m.start_span = Span::new(pos, line_end);
+            have_start = true;
             headers_end = next;
             pos = next;
             continue;
-        };
-        if line.is_empty() {
+        }
+        let Some(&c0) = line.first() else {
             pos = next;
             break;
-        }
-        if is_sp(line[0]) {
+        };
+        if is_sp(c0) {
             // Continuation of the previous header (a fold).
-            let h = headers.last_mut().ok_or(ParseError::BadFolding)?;
-            let mut a = 0;
-            while a < line.len() && is_sp(line[a]) {
-                a += 1;
-            }
-            let mut b = line.len();
-            while b > a && is_sp(line[b - 1]) {
-                b -= 1;
-            }
+            let h = m.headers.last_mut().ok_or(ParseError::BadFolding)?;
+            let (a, b) = trim_sp(line, 0);
             if a < b {
                 // The first non-empty piece starts the value; later ones extend it.
                 if h.value_span().is_empty() {
@@ -343,78 +336,92 @@ pub(crate) fn parse_head(buf: &[u8], limits: &Limits, at_eof_ok: bool) -> Result
                 }
                 h.value_end = offset(pos + b);
             }
-            headers_end = next;
-            pos = next;
-            if next >= buf.len() && at_eof_ok {
-                break;
+        } else {
+            if m.headers.len() >= limits.max_headers {
+                return Err(ParseError::TooManyHeaders);
             }
-            continue;
+            let (name, name_len, colon) = match HeaderName::parse_at_colon(line) {
+                Some((name, len)) => (name, len, len),
+                None => header_name_general(line)?,
+            };
+            let (a, b) = trim_sp(line, colon + 1);
+            m.headers.push(HeaderEntry {
+                name,
+                folded: false,
+                name_len: u16::try_from(name_len).map_err(|_| ParseError::BadHeaderLine)?,
+                line_start: offset(pos),
+                value_start: offset(pos + a),
+                value_end: offset(pos + b),
+            });
         }
-        if headers.len() >= limits.max_headers {
-            return Err(ParseError::TooManyHeaders);
-        }
-        // field-name = token, then optional white space and the colon: one walk.
-        let mut n_end = 0;
-        while n_end < line.len() && is_token_byte(line[n_end]) {
-            n_end += 1;
-        }
-        let mut colon = n_end;
-        while colon < line.len() && is_sp(line[colon]) {
-            colon += 1;
-        }
-        if n_end == 0 || line.get(colon) != Some(&b':') {
-            return Err(ParseError::BadHeaderLine);
-        }
-        let name = &line[..n_end];
-        let name_len = u16::try_from(n_end).map_err(|_| ParseError::BadHeaderLine)?;
-        let mut a = colon + 1;
-        while a < line.len() && is_sp(line[a]) {
-            a += 1;
-        }
-        let mut b = line.len();
-        while b > a && is_sp(line[b - 1]) {
-            b -= 1;
-        }
-        let value = Span::new(pos + a, pos + b);
-        headers.push(HeaderEntry {
-            name: HeaderName::parse(name),
-            folded: false,
-            name_len,
-            line_start: offset(pos),
-            value_start: value.start,
-            value_end: value.end,
-        });
         headers_end = next;
         pos = next;
         if next >= buf.len() && at_eof_ok {
             break;
         }
     }
-    let (start, start_span) = start.ok_or(ParseError::Empty)?;
     if !is_ascii(&buf[..pos]) && std::str::from_utf8(&buf[..pos]).is_err() {
         return Err(ParseError::NotUtf8);
     }
-    Ok(Head {
-        start,
-        start_span,
-        headers,
-        headers_end: headers_end.min(pos),
-        head_end: pos,
-    })
+    m.headers_end = offset(headers_end.min(pos));
+    m.body = Span::new(pos, pos);
+    Ok(())
+}
+
+/// `line[from..]` without SP/HTAB on either side, as offsets into `line`.
+#[inline(always)]
+fn trim_sp(line: &[u8], from: usize) -> (usize, usize) {
+    let mut a = from;
+    while a < line.len() && is_sp(line[a]) {
+        a += 1;
+    }
+    let mut b = line.len();
+    while b > a && is_sp(line[b - 1]) {
+        b -= 1;
+    }
+    (a, b)
+}
+
+/// `field-name = token`, optional white space, then the colon: one walk.
+/// Returns the name, its length and the colon's offset. The general path
+/// behind [`HeaderName::parse_at_colon`].
+fn header_name_general(line: &[u8]) -> Result<(HeaderName, usize, usize), ParseError> {
+    let mut n_end = 0;
+    while n_end < line.len() && is_token_byte(line[n_end]) {
+        n_end += 1;
+    }
+    let mut colon = n_end;
+    while colon < line.len() && is_sp(line[colon]) {
+        colon += 1;
+    }
+    if n_end == 0 || line.get(colon) != Some(&b':') {
+        return Err(ParseError::BadHeaderLine);
+    }
+    Ok((HeaderName::parse(&line[..n_end]), n_end, colon))
+}
+
+/// [`scan_head`] into a new message without a buffer (the stream framer keeps
+/// it while the body arrives).
+pub(crate) fn parse_head(
+    buf: &[u8],
+    limits: &Limits,
+    at_eof_ok: bool,
+) -> Result<Message, ParseError> {
+    let mut m = Message::unscanned();
+    scan_head(&mut m, buf, limits, at_eof_ok)?;
+    Ok(m)
 }
 
 /// The Content-Length of the head: `None` when absent; an error when malformed
 /// or when several headers disagree (RFC 4475 mcl01).
-pub(crate) fn head_content_length(buf: &[u8], head: &Head) -> Result<Option<usize>, ParseError> {
+pub(crate) fn head_content_length(buf: &[u8], head: &Message) -> Result<Option<usize>, ParseError> {
     let mut found: Option<usize> = None;
     for h in head
         .headers
         .iter()
         .filter(|h| h.name == HeaderName::ContentLength)
     {
-        let v = std::str::from_utf8(buf.get(h.value_span().range()).unwrap_or_default())
-            .map_err(|_| ParseError::NotUtf8)?;
-        let n = parse_content_length(v)?;
+        let n = parse_content_length_bytes(buf.get(h.value_span().range()).unwrap_or_default())?;
         match found {
             Some(prev) if prev != n => return Err(ParseError::ConflictingContentLength),
             _ => found = Some(n),
@@ -436,15 +443,17 @@ impl Message {
             .position(|&c| c != b'\r' && c != b'\n')
             .ok_or(ParseError::Empty)?;
         let b = &buf[skip..];
-        let head = parse_head(b, limits, true)?;
-        let cl = head_content_length(b, &head)?;
-        let avail = b.len() - head.head_end;
+        let mut m = Message::unscanned();
+        scan_head(&mut m, b, limits, true)?;
+        let head_end = m.body.start as usize;
+        let cl = head_content_length(b, &m)?;
+        let avail = b.len() - head_end;
         let body_len = match cl {
             Some(n) if n > avail => return Err(ParseError::ContentLengthTooLarge),
             Some(n) => n,
             None => avail,
         };
-        let total = head.head_end + body_len;
+        let total = head_end + body_len;
         // advance/truncate instead of slice: a Vec-backed `Bytes` is not promoted
         // (no allocation) unless trailing octets really have to be cut off.
         let mut buf = buf;
@@ -452,20 +461,42 @@ impl Message {
         if total < buf.len() {
             buf.truncate(total);
         }
-        Ok(Self::from_head(buf, head))
+        m.set_buf(buf);
+        Ok(m)
     }
 
-    /// Build from a head scanned over exactly `buf` (framer and datagram parser).
-    pub(crate) fn from_head(buf: Bytes, head: Head) -> Message {
-        let body = Span::new(head.head_end.min(buf.len()), buf.len());
+    /// A message with nothing scanned yet, for [`scan_head`] to fill in.
+    fn unscanned() -> Message {
         Message {
-            buf,
-            start: head.start,
-            start_span: head.start_span,
-            headers: head.headers,
-            headers_end: offset(head.headers_end),
-            body,
+            buf: Bytes::new(),
+            // Overwritten by the scan (it fails without a start line).
+            start: StartLine::Response {
+                version_span: Span::default(),
+                status: 0,
+                reason_span: Span::default(),
+            },
+            start_span: Span::default(),
+            headers: SmallVec::new(),
+            headers_end: 0,
+            body: Span::default(),
         }
+    }
+
+    /// Attach the buffer a head was scanned over: exactly this message.
+    fn set_buf(&mut self, buf: Bytes) {
+        self.body = Span::new((self.body.start as usize).min(buf.len()), buf.len());
+        self.buf = buf;
+    }
+
+    /// The message of a head from [`parse_head`] over exactly `buf` (framer).
+    pub(crate) fn attach(mut self, buf: Bytes) -> Message {
+        self.set_buf(buf);
+        self
+    }
+
+    /// Offset of the first body byte (the end of the head).
+    pub(crate) fn head_end(&self) -> usize {
+        self.body.start as usize
     }
 
     fn text(&self, span: Span) -> &str {
@@ -961,6 +992,46 @@ abcdEXTRA";
         assert_eq!(m.reason(), Some(""));
         let m = parse(b"SIP/2.0 200\r\n\r\n").expect("ok");
         assert_eq!(m.reason(), Some(""));
+    }
+
+    #[test]
+    fn header_name_paths_agree() {
+        // The known-name fast path and the general token walk give the same
+        // name, length and colon wherever the fast path answers.
+        let lines: &[&[u8]] = &[
+            b"Via: SIP/2.0/UDP h",
+            b"v:x",
+            b"VIA:x",
+            b"Via : x",
+            b"Via\t:x",
+            b"X-Foo: y",
+            b"call-id: a",
+            b"Proxy-Authorization: Digest x",
+            b"Content-Encoding: gzip",
+            b"l: 0",
+            b"To:",
+            b"Subject:\r\n folded",
+            b"Vi a: x",
+        ];
+        for line in lines {
+            let general = header_name_general(line);
+            if let Some((name, len)) = HeaderName::parse_at_colon(line) {
+                assert_eq!(
+                    general,
+                    Ok((name, len, len)),
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+        assert_eq!(
+            header_name_general(b"Vi a: x"),
+            Err(ParseError::BadHeaderLine)
+        );
+        assert_eq!(
+            header_name_general(b"Via\t: x"),
+            Ok((HeaderName::Via, 3, 4))
+        );
     }
 
     #[test]
