@@ -226,7 +226,13 @@ fn is_param_value(v: &str) -> bool {
     if b.first() == Some(&b'"') {
         return quoted_len(b) == Some(b.len());
     }
-    !b.is_empty() && b.iter().all(|&c| PARAM_VALUE[usize::from(c)])
+    !b.is_empty() && b.iter().all(|&c| is_param_value_byte(c))
+}
+
+/// A byte of an unquoted generic-param value (token characters plus `:[]`).
+#[inline(always)]
+pub(crate) fn is_param_value_byte(c: u8) -> bool {
+    PARAM_VALUE[usize::from(c)]
 }
 
 /// Bytes of an unquoted generic-param value: token characters plus `:[]`.
