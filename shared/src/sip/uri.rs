@@ -87,6 +87,24 @@ impl<'a> Host<'a> {
     }
 }
 
+/// Is `c` a byte of a domain name (letters, digits, `-`, `.`, `_`)?
+pub(crate) fn is_domain_byte(c: u8) -> bool {
+    CLASS[usize::from(c)] & DOMAIN != 0
+}
+
+impl<'a> Host<'a> {
+    /// [`Host::parse`] for a host the caller has seen to hold only domain
+    /// bytes: one that starts with a letter is a domain name without a
+    /// second walk; others (IPv4, or a leading `-`) are parsed as usual.
+    pub(crate) fn of_domain_bytes(s: &'a str) -> Result<Host<'a>, ParseError> {
+        debug_assert!(s.bytes().all(is_domain_byte));
+        match s.as_bytes().first() {
+            Some(c) if c.is_ascii_alphabetic() => Ok(Host::Domain(s)),
+            _ => Host::parse(s),
+        }
+    }
+}
+
 /// An IPv4 address as `Ipv4Addr::from_str` reads it: four decimal parts of one
 /// to three digits, each at most 255, no leading zero (`01` is refused), and
 /// nothing else. By hand: the generic std parser cost ~450 instructions a call
@@ -167,6 +185,8 @@ const PASSWORD: u8 = 2;
 const PARAM: u8 = 4;
 const HEADER: u8 = 8;
 const DOMAIN: u8 = 16;
+/// User bytes of the plain shape: `USER` without `;` `?` `/` `%`.
+const PLAIN_USER: u8 = 32;
 
 /// RFC 3261 §25.1 character sets of the URI parts, as a table (one load per
 /// byte instead of a chain of range tests: URIs are read on every request).
@@ -200,6 +220,9 @@ const CLASS: [u8; 256] = {
         }
         if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_') {
             bits |= DOMAIN;
+        }
+        if bits & USER != 0 && !matches!(c, b';' | b'?' | b'/' | b'%') {
+            bits |= PLAIN_USER;
         }
         t[i] = bits;
         i += 1;
@@ -249,6 +272,15 @@ fn headerchars_ok(s: &str) -> bool {
     chars_ok(s, HEADER)
 }
 
+/// A port: one to five digits, at most 65535 (by hand: `str::parse` cost
+/// more than the rest of a sent-by).
+pub(crate) fn port_number(p: &[u8]) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    u16::try_from(p.iter().fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'))).ok()
+}
+
 fn scheme_ok(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
@@ -260,6 +292,86 @@ fn scheme_ok(s: &str) -> bool {
 impl<'a> Uri<'a> {
     /// Parse a URI. Unknown schemes parse as `Scheme::Other` with the rest opaque.
     pub fn parse(raw: &'a str) -> Result<Uri<'a>, ParseError> {
+        match Self::parse_plain(raw) {
+            Some(uri) => Ok(uri),
+            None => Self::parse_general(raw),
+        }
+    }
+
+    /// The shape of nearly every URI on the wire, `sip:` or `sips:`, an
+    /// optional user of plain characters (no escapes) and `@`, a domain or
+    /// IPv4 host, an optional port and `;name[=value]` parameters of plain
+    /// characters, in one pass. `None` for anything else (escapes, passwords,
+    /// IPv6, `?headers`, upper-case schemes) and for anything the general
+    /// parser refuses: it then decides.
+    fn parse_plain(raw: &'a str) -> Option<Uri<'a>> {
+        let b = raw.as_bytes();
+        let (scheme, start) = if b.starts_with(b"sip:") {
+            (Scheme::Sip, 4)
+        } else if b.starts_with(b"sips:") {
+            (Scheme::Sips, 5)
+        } else {
+            return None;
+        };
+        let class = |i: usize| b.get(i).map_or(0, |&c| CLASS[usize::from(c)]);
+        let mut i = start;
+        while class(i) & PLAIN_USER != 0 {
+            i += 1;
+        }
+        let user = if b.get(i) == Some(&b'@') {
+            let u = raw.get(start..i).filter(|u| !u.is_empty())?;
+            i += 1;
+            Some(u)
+        } else {
+            // userinfo ends at the first '@' anywhere: one further on is not plain.
+            if memchr::memchr(b'@', &b[i.min(b.len())..]).is_some() {
+                return None;
+            }
+            i = start;
+            None
+        };
+        let host_start = i;
+        while class(i) & DOMAIN != 0 {
+            i += 1;
+        }
+        let host_str = raw.get(host_start..i).filter(|h| !h.is_empty())?;
+        let mut port = None;
+        if b.get(i) == Some(&b':') {
+            let p = i + 1;
+            i = p;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            port = Some(port_number(b.get(p..i)?)?);
+        }
+        let params = raw.get(i..)?;
+        // Parameters: plain bytes only, and every `;` starts a non-empty name.
+        let mut prev = 0u8;
+        for &c in params.as_bytes() {
+            let plain = CLASS[usize::from(c)] & PARAM != 0 && c != b'%';
+            if !plain || (prev == b';' && matches!(c, b';' | b'=')) {
+                return None;
+            }
+            prev = c;
+        }
+        if !(params.is_empty() || params.starts_with(';')) || prev == b';' {
+            return None;
+        }
+        Some(Uri {
+            raw,
+            scheme,
+            user,
+            password: None,
+            host: Some(Host::of_domain_bytes(host_str).ok()?),
+            host_str,
+            port,
+            params: Params::new(params),
+            headers: None,
+        })
+    }
+
+    /// Any URI.
+    fn parse_general(raw: &'a str) -> Result<Uri<'a>, ParseError> {
         let colon = scan::find_byte(raw, b':').ok_or(ParseError::BadUri)?;
         let (scheme_s, rest) = (&raw[..colon], &raw[colon + 1..]);
         if !scheme_ok(scheme_s) {
@@ -341,14 +453,8 @@ impl<'a> Uri<'a> {
         };
         let (host_str, port) = match memchr::memrchr(b':', hostport.as_bytes()) {
             Some(c) if scan::find_byte(&hostport[c..], b']').is_none() => {
-                let p = &hostport[c + 1..];
-                if p.is_empty() || p.len() > 5 || !p.bytes().all(|d| d.is_ascii_digit()) {
-                    return Err(ParseError::BadUri);
-                }
-                (
-                    &hostport[..c],
-                    Some(p.parse::<u16>().map_err(|_| ParseError::BadUri)?),
-                )
+                let p = port_number(&hostport.as_bytes()[c + 1..]).ok_or(ParseError::BadUri)?;
+                (&hostport[..c], Some(p))
             }
             _ => (hostport, None),
         };
@@ -605,6 +711,56 @@ mod tests {
         assert_eq!(t.aor_key(), "tel:+4930");
         let v6 = Uri::parse("sip:bob@[2001:DB8::1]").expect("ok");
         assert_eq!(v6.aor_key(), "bob@[2001:db8::1]");
+    }
+
+    #[test]
+    fn plain_shape_agrees_with_general() {
+        let table = [
+            "sip:bob@biloxi.example.com",
+            "sip:alice@198.51.100.23:5060;transport=udp",
+            "sips:bob@10.0.0.1:5061;transport=tcp;lr",
+            "sip:203.0.113.9;lr",
+            "sip:biloxi.example.com",
+            "sip:+4930123@gw.example.com;user=phone",
+            "sip:a.b-c_d!~*'()&=+$,@h",
+            "sip:%61lice@example.com",
+            "sip:alice:pw@example.com",
+            "sip:user;par=u%40example.net@example.com",
+            "sip:user@[2001:db8::1]:5060;lr",
+            "sip:user@host?Subject=x",
+            "sip:user@host;;",
+            "sip:user@host;",
+            "sip:user@host;=x",
+            "sip:user@host;a=;b",
+            "sip:user@host;a=b=c;d=[::1]",
+            "sip:user@host;maddr=%41",
+            "sip:user@host:",
+            "sip:user@host:99999",
+            "sip:user@host:5060x",
+            "sip:user@-host",
+            "sip:user@01.2.3.4",
+            "sip:user@256.1.1.1",
+            "sip:@host",
+            "sip:",
+            "sip:user@",
+            "sip:user@exa mple.com",
+            "sip:user@host; lr",
+            "SIP:user@host",
+            "sip:us\u{e9}r@host",
+            "sip:user@h\u{e9}st",
+            "tel:+1-201-555-0123",
+            "sip:a@b@c",
+        ];
+        for input in table {
+            let general = Uri::parse_general(input);
+            if let Some(u) = Uri::parse_plain(input) {
+                assert_eq!(Ok(u), general, "{input:?}");
+            }
+            assert_eq!(Uri::parse(input), general, "{input:?}");
+        }
+        for input in &table[..7] {
+            assert!(Uri::parse_plain(input).is_some(), "{input:?}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use super::error::ParseError;
 use super::method::is_token_byte;
 use super::scan::{self, Params};
-use super::uri::Host;
+use super::uri::{is_domain_byte, port_number, Host};
 
 /// The RFC 3261 branch magic cookie.
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -72,12 +72,6 @@ pub struct Via<'a> {
 /// Length of `SIP/2.0/`, the prefix of the common shape.
 const PREFIX: usize = 8;
 
-/// A byte a sent-by host of the common shape may hold (domain or IPv4; the
-/// host parser still checks the whole).
-fn is_sent_by_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')
-}
-
 fn token_at(s: &str) -> (&str, &str) {
     let end = s.bytes().position(|c| !is_token_byte(c)).unwrap_or(s.len());
     (&s[..end], scan::trim_start(&s[end..]))
@@ -113,7 +107,7 @@ impl<'a> Via<'a> {
         }
         let host_start = PREFIX + t_len + 1;
         let mut i = host_start;
-        while i < b.len() && is_sent_by_byte(b[i]) {
+        while i < b.len() && is_domain_byte(b[i]) {
             i += 1;
         }
         let host_str = s.get(host_start..i)?;
@@ -131,7 +125,7 @@ impl<'a> Via<'a> {
         }
         let mut via = Via::sent_by(
             [s.get(..3)?, s.get(4..7)?, s.get(PREFIX..PREFIX + t_len)?],
-            Host::parse(host_str).ok()?,
+            Host::of_domain_bytes(host_str).ok()?,
             host_str,
             port,
             Params::new(s.get(i..)?),
@@ -269,15 +263,8 @@ impl<'a> Via<'a> {
     }
 }
 
-/// A port: one to five digits, at most 65535 (by hand: `str::parse` cost
-/// more than the rest of the sent-by).
 fn parse_port(p: &str) -> Result<u16, ParseError> {
-    let b = p.as_bytes();
-    if b.is_empty() || b.len() > 5 || !b.iter().all(u8::is_ascii_digit) {
-        return Err(ParseError::BadHeader("Via"));
-    }
-    let v = b.iter().fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'));
-    u16::try_from(v).map_err(|_| ParseError::BadHeader("Via"))
+    port_number(p.as_bytes()).ok_or(ParseError::BadHeader("Via"))
 }
 
 #[cfg(test)]
