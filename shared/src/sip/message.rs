@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use super::call_id::parse_call_id;
 use super::contact::Contact;
-use super::content_length::{parse_content_length, parse_content_length_bytes};
+use super::content_length::parse_content_length_bytes;
 use super::cseq::CSeq;
 use super::error::ParseError;
 use super::header_name::HeaderName;
@@ -703,9 +703,21 @@ impl Message {
         Ok(self.header_raw(i).unwrap_or(""))
     }
 
+    /// The raw value bytes of header `idx` (no text view: views that need no
+    /// `&str` skip its UTF-8 check).
+    fn raw_bytes(&self, idx: usize) -> &[u8] {
+        self.headers
+            .get(idx)
+            .and_then(|h| self.buf.get(h.value_span().range()))
+            .unwrap_or_default()
+    }
+
     /// The CSeq header.
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
-        CSeq::parse(self.single(HeaderName::CSeq, "CSeq")?)
+        let i = self
+            .find(HeaderName::CSeq)
+            .ok_or(ParseError::MissingHeader("CSeq"))?;
+        CSeq::parse_bytes(self.raw_bytes(i))
     }
 
     /// The Call-ID header.
@@ -717,7 +729,7 @@ impl Message {
     pub fn max_forwards(&self) -> Result<Option<MaxForwards>, ParseError> {
         match self.find(HeaderName::MaxForwards) {
             None => Ok(None),
-            Some(i) => MaxForwards::parse(self.header_raw(i).unwrap_or("")).map(Some),
+            Some(i) => MaxForwards::parse_bytes(self.raw_bytes(i)).map(Some),
         }
     }
 
@@ -725,7 +737,7 @@ impl Message {
     pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
         match self.find(HeaderName::ContentLength) {
             None => Ok(None),
-            Some(i) => parse_content_length(self.header_raw(i).unwrap_or("")).map(Some),
+            Some(i) => parse_content_length_bytes(self.raw_bytes(i)).map(Some),
         }
     }
 
