@@ -148,38 +148,45 @@ pub enum HeaderName {
     Other,
 }
 
-/// A canonical name as machine words: the lowercased bytes, and a mask with
-/// 0x20 at each letter. A received name of the same length matches when
-/// `word | fold == lower`: OR-ing 0x20 lowercases exactly the letters, and
-/// positions that are not letters (`-`) must match exactly. One or two wide
-/// compares replace a byte loop per header (the name lookup was ~10 % of a parse).
+/// A canonical name as machine words: the lowercased bytes, a mask with 0x20
+/// at each letter, and a mask of the name's bytes. A received word (the name
+/// and whatever follows it) matches when `(word | fold) & len == lower`:
+/// OR-ing 0x20 lowercases exactly the letters, positions that are not letters
+/// (`-`) must match exactly, and the bytes after the name do not count. One
+/// or two wide compares replace a byte loop per header (the name lookup was
+/// ~10 % of a parse).
 #[derive(Clone, Copy)]
 struct Key {
     lower: u128,
     fold: u128,
+    len: u128,
 }
 
 impl Key {
     /// The key of `name[at..at + 16]` (or fewer bytes, zero-padded).
     const fn of(name: &[u8], at: usize) -> Key {
-        let mut lower = 0u128;
-        let mut fold = 0u128;
+        let mut key = Key {
+            lower: 0,
+            fold: 0,
+            len: 0,
+        };
         let mut i = 0;
         while i < 16 && at + i < name.len() {
             let c = name[at + i];
             let sh = 8 * i as u32;
-            lower |= (c.to_ascii_lowercase() as u128) << sh;
+            key.lower |= (c.to_ascii_lowercase() as u128) << sh;
             if c.is_ascii_alphabetic() {
-                fold |= 0x20u128 << sh;
+                key.fold |= 0x20u128 << sh;
             }
+            key.len |= 0xffu128 << sh;
             i += 1;
         }
-        Key { lower, fold }
+        key
     }
 
     #[inline(always)]
     fn matches(self, word: u128) -> bool {
-        word | self.fold == self.lower
+        (word | self.fold) & self.len == self.lower
     }
 }
 
@@ -207,16 +214,6 @@ fn load(b: &[u8]) -> u128 {
     }
 }
 
-/// `word` with the bytes from `len` on cleared (`len` ≤ 16).
-#[inline(always)]
-fn truncate(word: u128, len: usize) -> u128 {
-    if len >= 16 {
-        word
-    } else {
-        word & ((1u128 << (8 * len)) - 1)
-    }
-}
-
 /// Position of the first `:` in the 16 bytes of `word` (SWAR zero-byte search
 /// on `word ^ ":::…"`; the lowest flagged byte is always a real match).
 #[inline(always)]
@@ -233,7 +230,7 @@ impl HeaderName {
     /// Resolve a received field name (any case, compact forms included).
     pub fn parse(b: &[u8]) -> HeaderName {
         if b.len() <= 16 {
-            Self::lookup(truncate(load(b), b.len()), b.len())
+            Self::lookup(load(b), b.len())
         } else {
             Self::lookup_long(b)
         }
@@ -248,16 +245,19 @@ impl HeaderName {
     pub(crate) fn parse_at_colon(line: &[u8]) -> Option<(HeaderName, usize)> {
         let word = load(line);
         let len = colon_in(word).filter(|&c| c > 0 && c < line.len())?;
-        match Self::lookup(truncate(word, len), len) {
+        match Self::lookup(word, len) {
             HeaderName::Other => None,
             name => Some((name, len)),
         }
     }
 
-    /// `word`: the first `len` (1..=16) bytes of a name, zero-padded.
+    /// `word`: 16 bytes that start with a name of `len` (1..=16) bytes (what
+    /// follows the name does not matter: each key masks it off).
+    #[inline(always)]
     fn lookup(word: u128, len: usize) -> HeaderName {
         let first = (word as u8) | 0x20;
         if len == 1 {
+            // A compact form: `|0x20` lowercases letters and maps no other byte to one.
             return Self::compact(first);
         }
         // Length and first byte select the candidate; one compare confirms it.

@@ -162,6 +162,9 @@ fn is_sp(c: u8) -> bool {
 
 /// `SIP/1*DIGIT.1*DIGIT`, "SIP" case-insensitive (RFC 3261 §25.1).
 pub(crate) fn is_version_syntax(v: &[u8]) -> bool {
+    if v == b"SIP/2.0" {
+        return true;
+    }
     let Some(rest) = v.get(4..) else { return false };
     if !v[..4].eq_ignore_ascii_case(b"SIP/") {
         return false;
