@@ -138,17 +138,34 @@ impl<'a> Via<'a> {
                 j += 1;
             }
             let name = s.get(name_start..j).filter(|n| !n.is_empty())?;
+            let mut token_value = true;
             let value = if b.get(j) == Some(&b'=') {
                 let v = j + 1;
                 j = v;
+                while j < b.len() && is_token_byte(b[j]) {
+                    j += 1;
+                }
+                // Host values (`received=2001:db8::1`) go on past the token.
                 while j < b.len() && scan::is_param_value_byte(b[j]) {
+                    token_value = false;
                     j += 1;
                 }
                 Some(s.get(v..j).filter(|v| !v.is_empty())?)
             } else {
                 None
             };
-            if (j < b.len() && b[j] != b';') || !via.take_param(name, value) {
+            if j < b.len() && b[j] != b';' {
+                return None;
+            }
+            let known = match value {
+                // The value was just seen to be a token: no second walk.
+                Some(v) if token_value && name.eq_ignore_ascii_case("branch") => {
+                    via.branch = Some(Branch(v));
+                    true
+                }
+                _ => via.take_param(name, value),
+            };
+            if !known {
                 return None;
             }
             i = j;
@@ -408,6 +425,8 @@ mod tests {
             "SIP/2.0/UDP host;received=not-an-ip",
             "SIP/2.0/UDP host;x=\"q;uoted\"",
             "SIP/2.0/UDP host;a=b=c",
+            "SIP/2.0/UDP host;branch=z9hG4bK:x",
+            "SIP/2.0/UDP host;Branch=z9hG4bK1;received=[::1]",
             "SIP/2.0/UDP host;branch=z9hG4bK1\r\n ;rport",
             "SIP/2.0/UDP",
             "SIP/2.0/UDP ",
