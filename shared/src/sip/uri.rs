@@ -313,11 +313,15 @@ impl<'a> Uri<'a> {
         } else {
             return None;
         };
-        let class = |i: usize| b.get(i).map_or(0, |&c| CLASS[usize::from(c)]);
-        let mut i = start;
-        while class(i) & PLAIN_USER != 0 {
-            i += 1;
-        }
+        // End of the run of bytes of `class` from `i`.
+        let run = |i: usize, class: u8| {
+            let rest = b.get(i..).unwrap_or_default();
+            i + rest
+                .iter()
+                .position(|&c| CLASS[usize::from(c)] & class == 0)
+                .unwrap_or(rest.len())
+        };
+        let mut i = run(start, PLAIN_USER);
         let user = if b.get(i) == Some(&b'@') {
             let u = raw.get(start..i).filter(|u| !u.is_empty())?;
             i += 1;
@@ -331,9 +335,7 @@ impl<'a> Uri<'a> {
             None
         };
         let host_start = i;
-        while class(i) & DOMAIN != 0 {
-            i += 1;
-        }
+        i = run(i, DOMAIN);
         let host_str = raw.get(host_start..i).filter(|h| !h.is_empty())?;
         let mut port = None;
         if b.get(i) == Some(&b':') {
