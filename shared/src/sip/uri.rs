@@ -114,31 +114,39 @@ impl<'a> Host<'a> {
 /// RFC 3261 §25.1  IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT
 /// ```
 pub(crate) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut i = 0;
-    for (k, octet) in octets.iter_mut().enumerate() {
-        if k > 0 {
-            if s.get(i) != Some(&b'.') {
-                return None;
-            }
-            i += 1;
-        }
-        let start = i;
-        let mut v = 0u32;
-        while i - start < 3 {
-            match s.get(i) {
-                Some(&d) if d.is_ascii_digit() => v = v * 10 + u32::from(d - b'0'),
-                _ => break,
-            }
-            i += 1;
-        }
-        let digits = i - start;
-        if digits == 0 || (digits > 1 && s[start] == b'0') {
-            return None;
-        }
-        *octet = u8::try_from(v).ok()?;
+    let (a, i) = octet(s, 0)?;
+    let (b, i) = octet(s, dot(s, i)?)?;
+    let (c, i) = octet(s, dot(s, i)?)?;
+    let (d, i) = octet(s, dot(s, i)?)?;
+    (i == s.len()).then(|| Ipv4Addr::new(a, b, c, d))
+}
+
+/// The offset after the `.` at `s[i]`.
+#[inline(always)]
+fn dot(s: &[u8], i: usize) -> Option<usize> {
+    (s.get(i) == Some(&b'.')).then_some(i + 1)
+}
+
+/// One part of an IPv4 address at `s[i..]`: its value and the offset after it.
+#[inline(always)]
+fn octet(s: &[u8], i: usize) -> Option<(u8, usize)> {
+    let digit = |k: usize| {
+        s.get(i + k)
+            .map(|c| c.wrapping_sub(b'0'))
+            .filter(|d| *d < 10)
+    };
+    let d0 = digit(0)?;
+    let Some(d1) = digit(1) else {
+        return Some((d0, i + 1));
+    };
+    if d0 == 0 {
+        return None; // a leading zero
     }
-    (i == s.len()).then(|| Ipv4Addr::from(octets))
+    let Some(d2) = digit(2) else {
+        return Some((d0 * 10 + d1, i + 2));
+    };
+    let v = u16::from(d0) * 100 + u16::from(d1) * 10 + u16::from(d2);
+    Some((u8::try_from(v).ok()?, i + 3))
 }
 
 impl std::fmt::Display for Host<'_> {
