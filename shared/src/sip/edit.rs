@@ -312,14 +312,30 @@ impl<'m> Editor<'m> {
         self.msg.len() + self.arena.len() + 2
     }
 
+    /// The output length when no two edits overlap and none is at the open
+    /// end of a head without final line end (the usual case).
+    fn usual_len(&self) -> usize {
+        let replaced: usize = self
+            .edits
+            .iter()
+            .map(|e| e.end.saturating_sub(e.start) as usize)
+            .sum();
+        (self.msg.len() + self.arena.len()).saturating_sub(replaced)
+    }
+
     /// Apply the edits, appending the new message to `out` (one pass).
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.reserve(self.output_len_hint());
+        self.write_edits(out);
+    }
+
+    /// [`Editor::write_to`] without reserving.
+    fn write_edits(&self, out: &mut Vec<u8>) {
         let src = self.msg.as_bytes();
         let mut order: SmallVec<[usize; 8]> = (0..self.edits.len()).collect();
         // Stable: same-position insertions keep the order they were made in;
         // at one position, edits inside a line go before whole new lines.
         order.sort_by_key(|&i| (self.edits[i].start, self.edits[i].end, self.edits[i].line));
-        out.reserve(self.output_len_hint());
         let base = out.len();
         // The datagram parser accepts a head that ends with the packet, even
         // without a final line end; edits at that open end need care.
@@ -360,8 +376,11 @@ impl<'m> Editor<'m> {
         if self.edits.is_empty() {
             return self.msg.bytes().clone();
         }
-        let mut out = Vec::new();
-        self.write_to(&mut out);
+        // Exactly the usual length: a `Bytes` made from a `Vec` with spare
+        // capacity allocates a shared header besides (and frees it on drop).
+        // In the unusual cases the vector grows and that happens, correctly.
+        let mut out = Vec::with_capacity(self.usual_len());
+        self.write_edits(&mut out);
         Bytes::from(out)
     }
 }
@@ -389,7 +408,12 @@ body";
         let m = msg(REQ);
         let mut e = Editor::new(&m);
         f(&mut e);
-        String::from_utf8(e.finish().to_vec()).expect("utf8")
+        // finish (exact allocation) and write_to (reserve a bound) agree.
+        let mut written = b"prefix".to_vec();
+        e.write_to(&mut written);
+        let out = e.finish();
+        assert_eq!(&written[6..], &out[..]);
+        String::from_utf8(out.to_vec()).expect("utf8")
     }
 
     #[test]
