@@ -313,7 +313,15 @@ impl<'a> Uri<'a> {
     /// IPv6, `?headers`, upper-case schemes) and for anything the general
     /// parser refuses: it then decides.
     fn parse_plain(raw: &'a str) -> Option<Uri<'a>> {
-        let b = raw.as_bytes();
+        Self::plain_prefix(raw).filter(|u| u.raw.len() == raw.len())
+    }
+
+    /// The plain-shape URI that `text` starts with, up to the first byte that
+    /// cannot continue it (in a name-addr, the `>`); `None` when `text` does
+    /// not start with one, or when a byte further on (an `@`, an escape) means
+    /// the general parser must read it.
+    pub(crate) fn plain_prefix(text: &'a str) -> Option<Uri<'a>> {
+        let b = text.as_bytes();
         let (scheme, start) = if b.starts_with(b"sip:") {
             (Scheme::Sip, 4)
         } else if b.starts_with(b"sips:") {
@@ -331,7 +339,7 @@ impl<'a> Uri<'a> {
         };
         let mut i = run(start, PLAIN_USER);
         let user = if b.get(i) == Some(&b'@') {
-            let u = raw.get(start..i).filter(|u| !u.is_empty())?;
+            let u = text.get(start..i).filter(|u| !u.is_empty())?;
             i += 1;
             Some(u)
         } else {
@@ -344,7 +352,7 @@ impl<'a> Uri<'a> {
         };
         let host_start = i;
         i = run(i, DOMAIN);
-        let host_str = raw.get(host_start..i).filter(|h| !h.is_empty())?;
+        let host_str = text.get(host_start..i).filter(|h| !h.is_empty())?;
         let mut port = None;
         if b.get(i) == Some(&b':') {
             let p = i + 1;
@@ -354,12 +362,12 @@ impl<'a> Uri<'a> {
             }
             port = Some(port_number(b.get(p..i)?)?);
         }
-        let params = raw.get(i..)?;
-        // Parameters: plain bytes only, and every `;` starts a non-empty name.
+        let end = run(i, PARAM);
+        let params = text.get(i..end)?;
+        // Parameters: no escapes, and every `;` starts a non-empty name.
         let mut prev = 0u8;
         for &c in params.as_bytes() {
-            let plain = CLASS[usize::from(c)] & PARAM != 0 && c != b'%';
-            if !plain || (prev == b';' && matches!(c, b';' | b'=')) {
+            if c == b'%' || (prev == b';' && matches!(c, b';' | b'=')) {
                 return None;
             }
             prev = c;
@@ -368,7 +376,7 @@ impl<'a> Uri<'a> {
             return None;
         }
         Some(Uri {
-            raw,
+            raw: text.get(..end)?,
             scheme,
             user,
             password: None,
