@@ -214,16 +214,21 @@ fn load(b: &[u8]) -> u128 {
     }
 }
 
-/// Position of the first `:` in the 16 bytes of `word` (SWAR zero-byte search
-/// on `word ^ ":::…"`; the lowest flagged byte is always a real match).
+/// Position of the first `:` in the 16 bytes of `word`: a SWAR zero-byte
+/// search on `half ^ ":::…"` (the lowest flagged byte is always a real match),
+/// on 64-bit halves (u128 arithmetic cost twice as much, and most names end
+/// in the first half).
 #[inline(always)]
 fn colon_in(word: u128) -> Option<usize> {
-    const ONES: u128 = u128::from_le_bytes([0x01; 16]);
-    const HIGHS: u128 = u128::from_le_bytes([0x80; 16]);
-    const COLONS: u128 = u128::from_le_bytes([b':'; 16]);
-    let x = word ^ COLONS;
-    let z = x.wrapping_sub(ONES) & !x & HIGHS;
-    (z != 0).then(|| z.trailing_zeros() as usize / 8)
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    const COLONS: u64 = u64::from_le_bytes([b':'; 8]);
+    let find = |half: u64| {
+        let x = half ^ COLONS;
+        let z = x.wrapping_sub(ONES) & !x & HIGHS;
+        (z != 0).then(|| z.trailing_zeros() as usize / 8)
+    };
+    find(word as u64).or_else(|| find((word >> 64) as u64).map(|i| i + 8))
 }
 
 impl HeaderName {
