@@ -731,6 +731,13 @@ impl Message {
 
     /// The topmost Via value.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
+        // The usual first Via is read straight from its header value.
+        if let Some(v) = self
+            .find(HeaderName::Via)
+            .and_then(|i| Via::first_of_value(self.header_raw(i).unwrap_or("")))
+        {
+            return Ok(v);
+        }
         let v = self
             .values(HeaderName::Via)
             .next()

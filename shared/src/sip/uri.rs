@@ -100,6 +100,10 @@ impl<'a> Host<'a> {
         debug_assert!(s.bytes().all(is_domain_byte));
         match s.as_bytes().first() {
             Some(c) if c.is_ascii_alphabetic() => Ok(Host::Domain(s)),
+            Some(c) if c.is_ascii_digit() => match parse_ipv4(s.as_bytes()) {
+                Some(a) => Ok(Host::Ipv4(a)),
+                None => Host::parse(s),
+            },
             _ => Host::parse(s),
         }
     }
@@ -283,10 +287,13 @@ fn headerchars_ok(s: &str) -> bool {
 /// A port: one to five digits, at most 65535 (by hand: `str::parse` cost
 /// more than the rest of a sent-by).
 pub(crate) fn port_number(p: &[u8]) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
+    if p.is_empty() || p.len() > 5 {
         return None;
     }
-    u16::try_from(p.iter().fold(0u32, |v, &d| v * 10 + u32::from(d - b'0'))).ok()
+    let v = p.iter().try_fold(0u32, |v, &d| {
+        d.is_ascii_digit().then(|| v * 10 + u32::from(d - b'0'))
+    })?;
+    u16::try_from(v).ok()
 }
 
 fn scheme_ok(s: &str) -> bool {

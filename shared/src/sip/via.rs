@@ -99,6 +99,22 @@ impl<'a> Via<'a> {
     /// would refuse; it then decides (and names the error). The general parser
     /// walked the value five times (token, trim, find, params, validation).
     fn parse_common(s: &'a str) -> Option<Via<'a>> {
+        Self::common_prefix(s)
+            .filter(|&(_, len)| len == s.len())
+            .map(|(via, _)| via)
+    }
+
+    /// The first via-parm of a whole Via header value when it has the common
+    /// shape: it then ends at a `,` or the end (none of its bytes can be a
+    /// comma, quote or `<`), so it needs no comma split first.
+    pub(crate) fn first_of_value(raw: &'a str) -> Option<Via<'a>> {
+        let (via, len) = Self::common_prefix(raw)?;
+        matches!(raw.as_bytes().get(len), None | Some(b',')).then_some(via)
+    }
+
+    /// The common shape at the start of `s`, up to the first byte that cannot
+    /// continue it, and its length.
+    fn common_prefix(s: &'a str) -> Option<(Via<'a>, usize)> {
         let b = s.as_bytes();
         let rest = b.strip_prefix(b"SIP/2.0/")?;
         let t_len = rest.iter().position(|&c| !is_token_byte(c))?;
@@ -118,20 +134,18 @@ impl<'a> Via<'a> {
             while i < b.len() && b[i].is_ascii_digit() {
                 i += 1;
             }
-            port = Some(parse_port(s.get(p..i)?).ok()?);
+            port = Some(port_number(b.get(p..i)?)?);
         }
-        if i < b.len() && b[i] != b';' {
-            return None;
-        }
+        let params_start = i;
         let mut via = Via::sent_by(
             [s.get(..3)?, s.get(4..7)?, s.get(PREFIX..PREFIX + t_len)?],
             Host::of_domain_bytes(host_str).ok()?,
             host_str,
             port,
-            Params::new(s.get(i..)?),
+            Params::default(),
         );
         // Here `b[i]` is the `;` of the next parameter.
-        while i < b.len() {
+        while b.get(i) == Some(&b';') {
             let name_start = i + 1;
             let mut j = name_start;
             while j < b.len() && is_token_byte(b[j]) {
@@ -154,9 +168,6 @@ impl<'a> Via<'a> {
             } else {
                 None
             };
-            if j < b.len() && b[j] != b';' {
-                return None;
-            }
             let known = match value {
                 // The value was just seen to be a token: no second walk.
                 Some(v) if token_value && name.eq_ignore_ascii_case("branch") => {
@@ -170,7 +181,8 @@ impl<'a> Via<'a> {
             }
             i = j;
         }
-        Some(via)
+        via.params = Params::new(s.get(params_start..i)?);
+        Some((via, i))
     }
 
     /// Any via-parm: LWS around the slashes, IPv6 references, quoted
@@ -449,6 +461,32 @@ mod tests {
         for input in &table[..7] {
             assert!(Via::parse_common(input).is_some(), "{input:?}");
         }
+    }
+
+    #[test]
+    fn first_of_value_agrees_with_comma_split() {
+        let table = [
+            "SIP/2.0/UDP 198.51.100.23:5060;branch=z9hG4bK74bf9a1c2e;rport",
+            "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/TCP b;branch=z9hG4bK2",
+            "SIP/2.0/UDP a;branch=z9hG4bK1,SIP/2.0/TCP b",
+            "SIP/2.0/UDP a,SIP/2.0/TCP b",
+            "SIP/2.0/UDP a ;branch=z9hG4bK1, SIP/2.0/TCP b",
+            "SIP/2.0/UDP a;x=\"1,2\", SIP/2.0/TCP b",
+            "SIP/2.0/UDP a;branch=z9hG4bK1 , SIP/2.0/TCP b",
+            "SIP/2.0/UDP [::1]:5060, SIP/2.0/TCP b",
+            "SIP/2.0/UDP a;;, SIP/2.0/TCP b",
+            ", SIP/2.0/TCP b",
+            "",
+        ];
+        for raw in table {
+            let (a, b) = scan::CommaSplit::new(raw).next().expect("one value");
+            let general = Via::parse(&raw[a..b]);
+            if let Some(v) = Via::first_of_value(raw) {
+                assert_eq!(Ok(v), general, "{raw:?}");
+            }
+        }
+        assert!(Via::first_of_value(table[1]).is_some());
+        assert!(Via::first_of_value(table[3]).is_some());
     }
 
     #[test]
