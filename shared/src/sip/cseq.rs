@@ -45,11 +45,12 @@ impl<'a> CSeq<'a> {
             return Err(bad);
         }
         let method_bytes = scan::trim_bytes(rest);
-        if !is_token(method_bytes) {
+        // A known method is a token; only others need the check.
+        let method = Method::parse(method_bytes);
+        if method == Method::Other && !is_token(method_bytes) {
             return Err(bad);
         }
         let seq = parse_u32(digits).ok_or(ParseError::Overflow("CSeq"))?;
-        let method = Method::parse(method_bytes);
         let method_str = match method {
             Method::Other => std::str::from_utf8(method_bytes).map_err(|_| bad)?,
             known => known.as_str(),
