@@ -87,7 +87,9 @@ impl<'a> ContactValue<'a> {
                     return Err(ParseError::BadHeader("Contact"));
                 }
                 // RFC 3261 §20.19: values beyond 2^32-1 are taken as 2^32-1.
-                Ok(Some(super::cseq::parse_u32(v).unwrap_or(u32::MAX)))
+                Ok(Some(
+                    super::cseq::parse_u32(v.as_bytes()).unwrap_or(u32::MAX),
+                ))
             }
         }
     }

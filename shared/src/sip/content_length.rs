@@ -10,12 +10,18 @@ use super::scan;
 /// Parse a raw Content-Length value. Only digits are allowed (RFC 4475 ncl:
 /// `-999` is an error); values beyond `usize` are an error too.
 pub fn parse_content_length(s: &str) -> Result<usize, ParseError> {
-    let s = scan::trim(s);
-    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+    parse_content_length_bytes(s.as_bytes())
+}
+
+/// [`parse_content_length`] on the raw value bytes (the datagram parser reads
+/// it before any text view exists).
+pub(crate) fn parse_content_length_bytes(s: &[u8]) -> Result<usize, ParseError> {
+    let s = scan::trim_bytes(s);
+    if s.is_empty() || !s.iter().all(|c| c.is_ascii_digit()) {
         return Err(ParseError::BadContentLength);
     }
-    s.bytes()
-        .try_fold(0usize, |acc, d| {
+    s.iter()
+        .try_fold(0usize, |acc, &d| {
             acc.checked_mul(10)?.checked_add(usize::from(d - b'0'))
         })
         .ok_or(ParseError::BadContentLength)

@@ -23,10 +23,17 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     /// Parse a raw CSeq value (folds allowed).
     pub fn parse(s: &'a str) -> Result<CSeq<'a>, ParseError> {
+        Self::parse_bytes(s.as_bytes())
+    }
+
+    /// [`CSeq::parse`] on the raw value: the message reads it without a text
+    /// view, since a known method's text is its canonical name (exactly what
+    /// `Method::parse` matched); only an extension method is turned into text.
+    pub(crate) fn parse_bytes(s: &'a [u8]) -> Result<CSeq<'a>, ParseError> {
         let bad = ParseError::BadHeader("CSeq");
-        let s = scan::trim(s);
+        let s = scan::trim_bytes(s);
         let end = s
-            .bytes()
+            .iter()
             .position(|c| !c.is_ascii_digit())
             .unwrap_or(s.len());
         let digits = &s[..end];
@@ -34,25 +41,30 @@ impl<'a> CSeq<'a> {
             return Err(bad);
         }
         let rest = &s[end..];
-        if !rest.starts_with([' ', '\t', '\r', '\n']) {
+        if !rest.first().is_some_and(|&c| scan::is_lws(c)) {
             return Err(bad);
         }
-        let method_str = scan::trim(rest);
-        if !is_token(method_str.as_bytes()) {
+        let method_bytes = scan::trim_bytes(rest);
+        // A known method is a token; only others need the check.
+        let method = Method::parse(method_bytes);
+        if method == Method::Other && !is_token(method_bytes) {
             return Err(bad);
         }
         let seq = parse_u32(digits).ok_or(ParseError::Overflow("CSeq"))?;
+        let method_str = match method {
+            Method::Other => std::str::from_utf8(method_bytes).map_err(|_| bad)?,
+            known => known.as_str(),
+        };
         Ok(CSeq {
             seq,
-            method: Method::parse(method_str.as_bytes()),
+            method,
             method_str,
         })
     }
 }
 
-/// Decimal digits to u32, `None` on overflow (leading zeros allowed).
-pub(crate) fn parse_u32(digits: &str) -> Option<u32> {
-    digits.bytes().try_fold(0u32, |acc, d| {
+pub(crate) fn parse_u32(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |acc, &d| {
         acc.checked_mul(10)?
             .checked_add(u32::from(d.wrapping_sub(b'0')))
     })

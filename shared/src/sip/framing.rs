@@ -16,7 +16,7 @@ use bytes::{Buf, BytesMut};
 
 use super::error::ParseError;
 use super::limits::Limits;
-use super::message::{head_content_length, parse_head, Head, Message};
+use super::message::{head_content_length, parse_head, Message};
 
 /// What the framer found next in the stream.
 // A boxed Message would cost an allocation per message; the event is moved once.
@@ -45,7 +45,7 @@ enum State {
         first: bool,
     },
     /// Head parsed; waiting until `total` bytes are buffered.
-    Body { head: Head, total: usize },
+    Body { head: Message, total: usize },
     /// Framing was lost.
     Lost,
 }
@@ -118,9 +118,9 @@ impl StreamFramer {
             Err(_) => return Some(Err(ParseError::Truncated)),
         };
         match head_content_length(&rest, &head) {
-            Ok(Some(n)) if head.head_end == rest.len() && n == 0 => Some(Ok(FrameEvent::Message(
-                Message::from_head(rest.freeze(), head),
-            ))),
+            Ok(Some(n)) if head.head_end() == rest.len() && n == 0 => {
+                Some(Ok(FrameEvent::Message(head.attach(rest.freeze()))))
+            }
             Ok(None) => Some(Err(ParseError::MissingContentLength)),
             Err(e) => Some(Err(e)),
             Ok(Some(_)) => Some(Err(ParseError::Truncated)),
@@ -219,7 +219,7 @@ impl StreamFramer {
                         Err(e) => return self.fail(e),
                     };
                     let total = match head_content_length(&self.buf, &head) {
-                        Ok(Some(n)) => match head.head_end.checked_add(n) {
+                        Ok(Some(n)) => match head.head_end().checked_add(n) {
                             Some(t) if t <= lim.max_message => t,
                             _ => return self.fail(ParseError::BodyTooLarge),
                         },
@@ -238,7 +238,7 @@ impl StreamFramer {
                         return None;
                     };
                     let bytes = self.buf.split_to(total).freeze();
-                    return Some(Ok(FrameEvent::Message(Message::from_head(bytes, head))));
+                    return Some(Ok(FrameEvent::Message(head.attach(bytes))));
                 }
             }
         }

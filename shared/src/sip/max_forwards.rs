@@ -25,8 +25,13 @@ impl MaxForwards {
 
     /// Parse a raw value; more than 255 is an overflow (400).
     pub fn parse(s: &str) -> Result<MaxForwards, ParseError> {
-        let s = scan::trim(s);
-        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+        Self::parse_bytes(s.as_bytes())
+    }
+
+    /// [`MaxForwards::parse`] on the raw value (no text view needed).
+    pub(crate) fn parse_bytes(s: &[u8]) -> Result<MaxForwards, ParseError> {
+        let s = scan::trim_bytes(s);
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
             return Err(ParseError::BadHeader("Max-Forwards"));
         }
         let v = parse_u32(s).ok_or(ParseError::Overflow("Max-Forwards"))?;

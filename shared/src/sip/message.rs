@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use super::call_id::parse_call_id;
 use super::contact::Contact;
-use super::content_length::parse_content_length;
+use super::content_length::parse_content_length_bytes;
 use super::cseq::CSeq;
 use super::error::ParseError;
 use super::header_name::HeaderName;
@@ -133,19 +133,6 @@ pub enum StartLine {
     },
 }
 
-/// The index built by scanning the head of a message.
-#[derive(Debug, Clone)]
-pub(crate) struct Head {
-    pub start: StartLine,
-    /// The start line without its line end.
-    pub start_span: Span,
-    pub headers: SmallVec<[HeaderEntry; 32]>,
-    /// Offset just after the last header line (where the empty line starts).
-    pub headers_end: usize,
-    /// Offset of the first body byte (just after the empty line).
-    pub head_end: usize,
-}
-
 /// A parsed SIP message: the received bytes (exactly this message, nothing
 /// trailing) and an index over them. Cloning is cheap only for the `Bytes`.
 #[derive(Debug, Clone)]
@@ -175,6 +162,9 @@ fn is_sp(c: u8) -> bool {
 
 /// `SIP/1*DIGIT.1*DIGIT`, "SIP" case-insensitive (RFC 3261 §25.1).
 pub(crate) fn is_version_syntax(v: &[u8]) -> bool {
+    if v == b"SIP/2.0" {
+        return true;
+    }
     let Some(rest) = v.get(4..) else { return false };
     if !v[..4].eq_ignore_ascii_case(b"SIP/") {
         return false;
@@ -266,155 +256,217 @@ fn is_ascii(b: &[u8]) -> bool {
     b.iter().fold(0u8, |acc, &c| acc | c) < 0x80
 }
 
-/// Scan the head (start line and headers) of a message that starts at `buf[0]`.
+/// Scan the head (start line and headers) of a message that starts at `buf[0]`
+/// into `m` (whose buffer is attached afterwards, see [`Message::attach`]).
 /// `at_eof_ok`: a head that ends at the end of `buf` without the empty line is
 /// accepted (datagrams); otherwise it is `Incomplete`.
-pub(crate) fn parse_head(buf: &[u8], limits: &Limits, at_eof_ok: bool) -> Result<Head, ParseError> {
-    let mut pos = 0;
-    let mut start: Option<(StartLine, Span)> = None;
-    let mut headers: SmallVec<[HeaderEntry; 32]> = SmallVec::new();
-    let mut headers_end = 0;
-    loop {
-        let (line_end, next) = match memchr::memchr(b'\n', &buf[pos..]) {
-            Some(off) => {
-                let nl = pos + off;
-                let le = if nl > pos && buf[nl - 1] == b'\r' {
-                    nl - 1
-                } else {
-                    nl
-                };
-                (le, nl + 1)
-            }
-            None if at_eof_ok => {
-                if pos >= buf.len() {
-                    // End of datagram right after a complete line: treat as the empty line.
-                    if start.is_none() {
-                        return Err(ParseError::Empty);
-                    }
-                    break;
-                }
-                let mut le = buf.len();
-                if buf[le - 1] == b'\r' {
-                    le -= 1;
-                }
-                (le, buf.len())
-            }
-            None => {
-                if buf.len() - pos > limits.max_line {
-                    return Err(ParseError::LineTooLong);
-                }
-                return Err(ParseError::Incomplete);
-            }
-        };
+///
+/// The index is written in place: a `Message` with its inline index is ~600
+/// bytes, and building a separate head to move into it cost several copies
+/// per parse.
+pub(crate) fn scan_head(
+    m: &mut Message,
+    buf: &[u8],
+    limits: &Limits,
+    at_eof_ok: bool,
+) -> Result<(), ParseError> {
+    // The index holds u32 offsets; refusing larger buffers once lets every
+    // offset below convert without a check of its own.
+    if u32::try_from(buf.len()).is_err() {
+        return Err(ParseError::MessageTooLarge);
+    }
+    let at = |v: usize| v as u32; // < buf.len(), checked above
+    let lines = Lines {
+        buf,
+        max_line: limits.max_line,
+        at_eof_ok,
+        finder: LineFinder::new(),
+    };
+    let (line_end, next) = lines.next(0)?.ok_or(ParseError::Empty)?;
+    let line = &buf[..line_end];
+    if line.is_empty() {
+        return Err(ParseError::BadStartLine);
+    }
+    m.start = parse_start_line(line, 0)?;
+    m.start_span = Span::new(0, line_end);
+    let mut headers_end = next;
+    let mut pos = next;
+    // End of datagram right after a complete line: treat as the empty line.
+    while let Some((line_end, next)) = lines.next(pos)? {
         let line = &buf[pos..line_end];
-        if line.len() > limits.max_line {
-            return Err(ParseError::LineTooLong);
-        }
-        let Some(_) = start else {
-            if line.is_empty() {
-                return Err(ParseError::BadStartLine);
-            }
-            start = Some((parse_start_line(line, pos)?, Span::new(pos, line_end)));
-            headers_end = next;
-            pos = next;
-            continue;
-        };
-        if line.is_empty() {
+        let Some(&c0) = line.first() else {
             pos = next;
             break;
-        }
-        if is_sp(line[0]) {
+        };
+        if is_sp(c0) {
             // Continuation of the previous header (a fold).
-            let h = headers.last_mut().ok_or(ParseError::BadFolding)?;
-            let mut a = 0;
-            while a < line.len() && is_sp(line[a]) {
-                a += 1;
-            }
-            let mut b = line.len();
-            while b > a && is_sp(line[b - 1]) {
-                b -= 1;
-            }
+            let h = m.headers.last_mut().ok_or(ParseError::BadFolding)?;
+            let (a, b) = trim_sp(line, 0);
             if a < b {
                 // The first non-empty piece starts the value; later ones extend it.
                 if h.value_span().is_empty() {
-                    h.value_start = offset(pos + a);
+                    h.value_start = at(pos + a);
                 } else {
                     h.folded = true;
                 }
-                h.value_end = offset(pos + b);
+                h.value_end = at(pos + b);
             }
-            headers_end = next;
-            pos = next;
-            if next >= buf.len() && at_eof_ok {
-                break;
+        } else {
+            if m.headers.len() >= limits.max_headers {
+                return Err(ParseError::TooManyHeaders);
             }
-            continue;
+            let (name, name_len, colon) = match HeaderName::parse_at_colon(line) {
+                Some((name, len)) => (name, len, len),
+                None => header_name_general(line)?,
+            };
+            let (a, b) = trim_sp(line, colon + 1);
+            m.headers.push(HeaderEntry {
+                name,
+                folded: false,
+                name_len: u16::try_from(name_len).map_err(|_| ParseError::BadHeaderLine)?,
+                line_start: at(pos),
+                value_start: at(pos + a),
+                value_end: at(pos + b),
+            });
         }
-        if headers.len() >= limits.max_headers {
-            return Err(ParseError::TooManyHeaders);
-        }
-        // field-name = token, then optional white space and the colon: one walk.
-        let mut n_end = 0;
-        while n_end < line.len() && is_token_byte(line[n_end]) {
-            n_end += 1;
-        }
-        let mut colon = n_end;
-        while colon < line.len() && is_sp(line[colon]) {
-            colon += 1;
-        }
-        if n_end == 0 || line.get(colon) != Some(&b':') {
-            return Err(ParseError::BadHeaderLine);
-        }
-        let name = &line[..n_end];
-        let name_len = u16::try_from(n_end).map_err(|_| ParseError::BadHeaderLine)?;
-        let mut a = colon + 1;
-        while a < line.len() && is_sp(line[a]) {
-            a += 1;
-        }
-        let mut b = line.len();
-        while b > a && is_sp(line[b - 1]) {
-            b -= 1;
-        }
-        let value = Span::new(pos + a, pos + b);
-        headers.push(HeaderEntry {
-            name: HeaderName::parse(name),
-            folded: false,
-            name_len,
-            line_start: offset(pos),
-            value_start: value.start,
-            value_end: value.end,
-        });
         headers_end = next;
         pos = next;
         if next >= buf.len() && at_eof_ok {
             break;
         }
     }
-    let (start, start_span) = start.ok_or(ParseError::Empty)?;
     if !is_ascii(&buf[..pos]) && std::str::from_utf8(&buf[..pos]).is_err() {
         return Err(ParseError::NotUtf8);
     }
-    Ok(Head {
-        start,
-        start_span,
-        headers,
-        headers_end: headers_end.min(pos),
-        head_end: pos,
-    })
+    m.headers_end = at(headers_end.min(pos));
+    m.body = Span::new(pos, pos);
+    Ok(())
+}
+
+/// The lines of a head, one at a time.
+struct Lines<'b> {
+    buf: &'b [u8],
+    max_line: usize,
+    at_eof_ok: bool,
+    finder: LineFinder,
+}
+
+impl Lines<'_> {
+    /// The line that starts at `pos`: where its text ends (before CRLF or LF)
+    /// and where the next line starts. `None` at the end of a datagram that
+    /// ends right after a complete line.
+    #[inline(always)]
+    fn next(&self, pos: usize) -> Result<Option<(usize, usize)>, ParseError> {
+        let buf = self.buf;
+        let rest = buf.get(pos..).unwrap_or_default();
+        let (line_end, next) = match self.finder.find(rest) {
+            Some(off) => {
+                let nl = pos + off;
+                let cr = off > 0 && buf[nl - 1] == b'\r';
+                (nl - usize::from(cr), nl + 1)
+            }
+            None if self.at_eof_ok => {
+                if rest.is_empty() {
+                    return Ok(None);
+                }
+                let cr = buf.last() == Some(&b'\r');
+                (buf.len() - usize::from(cr), buf.len())
+            }
+            None => {
+                if rest.len() > self.max_line {
+                    return Err(ParseError::LineTooLong);
+                }
+                return Err(ParseError::Incomplete);
+            }
+        };
+        if line_end - pos > self.max_line {
+            return Err(ParseError::LineTooLong);
+        }
+        Ok(Some((line_end, next)))
+    }
+}
+
+/// Finds the next LF. On x86-64 with AVX2 it keeps memchr's searcher, so a
+/// line costs one search without the dispatch and setup of `memchr::memchr`
+/// (a fifth of the scan went there: header lines are short).
+#[derive(Clone, Copy)]
+struct LineFinder {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
+}
+
+impl LineFinder {
+    fn new() -> Self {
+        LineFinder {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
+        }
+    }
+
+    #[inline(always)]
+    fn find(&self, hay: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(one) = &self.avx2 {
+            return one.find(hay);
+        }
+        memchr::memchr(b'\n', hay)
+    }
+}
+
+/// `line[from..]` without SP/HTAB on either side, as offsets into `line`.
+#[inline(always)]
+fn trim_sp(line: &[u8], from: usize) -> (usize, usize) {
+    let mut a = from;
+    while a < line.len() && is_sp(line[a]) {
+        a += 1;
+    }
+    let mut b = line.len();
+    while b > a && is_sp(line[b - 1]) {
+        b -= 1;
+    }
+    (a, b)
+}
+
+/// `field-name = token`, optional white space, then the colon: one walk.
+/// Returns the name, its length and the colon's offset. The general path
+/// behind [`HeaderName::parse_at_colon`].
+fn header_name_general(line: &[u8]) -> Result<(HeaderName, usize, usize), ParseError> {
+    let mut n_end = 0;
+    while n_end < line.len() && is_token_byte(line[n_end]) {
+        n_end += 1;
+    }
+    let mut colon = n_end;
+    while colon < line.len() && is_sp(line[colon]) {
+        colon += 1;
+    }
+    if n_end == 0 || line.get(colon) != Some(&b':') {
+        return Err(ParseError::BadHeaderLine);
+    }
+    Ok((HeaderName::parse(&line[..n_end]), n_end, colon))
+}
+
+/// [`scan_head`] into a new message without a buffer (the stream framer keeps
+/// it while the body arrives).
+pub(crate) fn parse_head(
+    buf: &[u8],
+    limits: &Limits,
+    at_eof_ok: bool,
+) -> Result<Message, ParseError> {
+    let mut m = Message::unscanned();
+    scan_head(&mut m, buf, limits, at_eof_ok)?;
+    Ok(m)
 }
 
 /// The Content-Length of the head: `None` when absent; an error when malformed
 /// or when several headers disagree (RFC 4475 mcl01).
-pub(crate) fn head_content_length(buf: &[u8], head: &Head) -> Result<Option<usize>, ParseError> {
+pub(crate) fn head_content_length(buf: &[u8], head: &Message) -> Result<Option<usize>, ParseError> {
     let mut found: Option<usize> = None;
     for h in head
         .headers
         .iter()
         .filter(|h| h.name == HeaderName::ContentLength)
     {
-        let v = std::str::from_utf8(buf.get(h.value_span().range()).unwrap_or_default())
-            .map_err(|_| ParseError::NotUtf8)?;
-        let n = parse_content_length(v)?;
+        let n = parse_content_length_bytes(buf.get(h.value_span().range()).unwrap_or_default())?;
         match found {
             Some(prev) if prev != n => return Err(ParseError::ConflictingContentLength),
             _ => found = Some(n),
@@ -436,15 +488,17 @@ impl Message {
             .position(|&c| c != b'\r' && c != b'\n')
             .ok_or(ParseError::Empty)?;
         let b = &buf[skip..];
-        let head = parse_head(b, limits, true)?;
-        let cl = head_content_length(b, &head)?;
-        let avail = b.len() - head.head_end;
+        let mut m = Message::unscanned();
+        scan_head(&mut m, b, limits, true)?;
+        let head_end = m.body.start as usize;
+        let cl = head_content_length(b, &m)?;
+        let avail = b.len() - head_end;
         let body_len = match cl {
             Some(n) if n > avail => return Err(ParseError::ContentLengthTooLarge),
             Some(n) => n,
             None => avail,
         };
-        let total = head.head_end + body_len;
+        let total = head_end + body_len;
         // advance/truncate instead of slice: a Vec-backed `Bytes` is not promoted
         // (no allocation) unless trailing octets really have to be cut off.
         let mut buf = buf;
@@ -452,20 +506,42 @@ impl Message {
         if total < buf.len() {
             buf.truncate(total);
         }
-        Ok(Self::from_head(buf, head))
+        m.set_buf(buf);
+        Ok(m)
     }
 
-    /// Build from a head scanned over exactly `buf` (framer and datagram parser).
-    pub(crate) fn from_head(buf: Bytes, head: Head) -> Message {
-        let body = Span::new(head.head_end.min(buf.len()), buf.len());
+    /// A message with nothing scanned yet, for [`scan_head`] to fill in.
+    fn unscanned() -> Message {
         Message {
-            buf,
-            start: head.start,
-            start_span: head.start_span,
-            headers: head.headers,
-            headers_end: offset(head.headers_end),
-            body,
+            buf: Bytes::new(),
+            // Overwritten by the scan (it fails without a start line).
+            start: StartLine::Response {
+                version_span: Span::default(),
+                status: 0,
+                reason_span: Span::default(),
+            },
+            start_span: Span::default(),
+            headers: SmallVec::new(),
+            headers_end: 0,
+            body: Span::default(),
         }
+    }
+
+    /// Attach the buffer a head was scanned over: exactly this message.
+    fn set_buf(&mut self, buf: Bytes) {
+        self.body = Span::new((self.body.start as usize).min(buf.len()), buf.len());
+        self.buf = buf;
+    }
+
+    /// The message of a head from [`parse_head`] over exactly `buf` (framer).
+    pub(crate) fn attach(mut self, buf: Bytes) -> Message {
+        self.set_buf(buf);
+        self
+    }
+
+    /// Offset of the first body byte (the end of the head).
+    pub(crate) fn head_end(&self) -> usize {
+        self.body.start as usize
     }
 
     fn text(&self, span: Span) -> &str {
@@ -655,6 +731,13 @@ impl Message {
 
     /// The topmost Via value.
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
+        // The usual first Via is read straight from its header value.
+        if let Some(v) = self
+            .find(HeaderName::Via)
+            .and_then(|i| Via::first_of_value(self.header_raw(i).unwrap_or("")))
+        {
+            return Ok(v);
+        }
         let v = self
             .values(HeaderName::Via)
             .next()
@@ -672,9 +755,21 @@ impl Message {
         Ok(self.header_raw(i).unwrap_or(""))
     }
 
+    /// The raw value bytes of header `idx` (no text view: views that need no
+    /// `&str` skip its UTF-8 check).
+    fn raw_bytes(&self, idx: usize) -> &[u8] {
+        self.headers
+            .get(idx)
+            .and_then(|h| self.buf.get(h.value_span().range()))
+            .unwrap_or_default()
+    }
+
     /// The CSeq header.
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
-        CSeq::parse(self.single(HeaderName::CSeq, "CSeq")?)
+        let i = self
+            .find(HeaderName::CSeq)
+            .ok_or(ParseError::MissingHeader("CSeq"))?;
+        CSeq::parse_bytes(self.raw_bytes(i))
     }
 
     /// The Call-ID header.
@@ -686,7 +781,7 @@ impl Message {
     pub fn max_forwards(&self) -> Result<Option<MaxForwards>, ParseError> {
         match self.find(HeaderName::MaxForwards) {
             None => Ok(None),
-            Some(i) => MaxForwards::parse(self.header_raw(i).unwrap_or("")).map(Some),
+            Some(i) => MaxForwards::parse_bytes(self.raw_bytes(i)).map(Some),
         }
     }
 
@@ -694,7 +789,7 @@ impl Message {
     pub fn content_length(&self) -> Result<Option<usize>, ParseError> {
         match self.find(HeaderName::ContentLength) {
             None => Ok(None),
-            Some(i) => parse_content_length(self.header_raw(i).unwrap_or("")).map(Some),
+            Some(i) => parse_content_length_bytes(self.raw_bytes(i)).map(Some),
         }
     }
 
@@ -961,6 +1056,63 @@ abcdEXTRA";
         assert_eq!(m.reason(), Some(""));
         let m = parse(b"SIP/2.0 200\r\n\r\n").expect("ok");
         assert_eq!(m.reason(), Some(""));
+    }
+
+    #[test]
+    fn header_name_paths_agree() {
+        // The known-name fast path and the general token walk give the same
+        // name, length and colon wherever the fast path answers.
+        let lines: &[&[u8]] = &[
+            b"Via: SIP/2.0/UDP h",
+            b"v:x",
+            b"VIA:x",
+            b"Via : x",
+            b"Via\t:x",
+            b"X-Foo: y",
+            b"call-id: a",
+            b"Proxy-Authorization: Digest x",
+            b"Content-Encoding: gzip",
+            b"l: 0",
+            b"To:",
+            b"Subject:\r\n folded",
+            b"Vi a: x",
+        ];
+        for line in lines {
+            let general = header_name_general(line);
+            if let Some((name, len)) = HeaderName::parse_at_colon(line) {
+                assert_eq!(
+                    general,
+                    Ok((name, len, len)),
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+        assert_eq!(
+            header_name_general(b"Vi a: x"),
+            Err(ParseError::BadHeaderLine)
+        );
+        assert_eq!(
+            header_name_general(b"Via\t: x"),
+            Ok((HeaderName::Via, 3, 4))
+        );
+    }
+
+    #[test]
+    fn line_finder_agrees_with_memchr() {
+        let finder = LineFinder::new();
+        let mut hay = Vec::new();
+        for len in 0..200usize {
+            hay.clear();
+            hay.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+            assert_eq!(finder.find(&hay), None);
+            for at in [0, len / 2, len.saturating_sub(1)] {
+                if at < len {
+                    hay[at] = b'\n';
+                    assert_eq!(finder.find(&hay), memchr::memchr(b'\n', &hay), "{len} {at}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -88,8 +88,17 @@ impl<'a> NameAddr<'a> {
             });
         };
         let after_lt = &s[lt + 1..];
-        let gt = scan::find_byte(after_lt, b'>').ok_or(bad.clone())?;
-        let uri = Uri::parse(&after_lt[..gt])?;
+        // A plain URI ends right at its `>` (none of its bytes can be one), so
+        // it is read once, without a search for the `>` first.
+        let (uri, gt) = match Uri::plain_prefix(after_lt) {
+            Some(u) if after_lt.as_bytes().get(u.as_str().len()) == Some(&b'>') => {
+                (u, u.as_str().len())
+            }
+            _ => {
+                let gt = scan::find_byte(after_lt, b'>').ok_or(bad.clone())?;
+                (Uri::parse(&after_lt[..gt])?, gt)
+            }
+        };
         let (params, tag) = checked_params(scan::trim_start(&after_lt[gt + 1..]))?;
         Ok(NameAddr {
             display,
@@ -134,6 +143,40 @@ mod tests {
             assert_eq!(na.display, *display, "{input}");
             assert_eq!(na.uri.as_str(), *uri, "{input}");
             assert_eq!(na.tag(), *tag, "{input}");
+        }
+    }
+
+    #[test]
+    fn uri_is_the_text_up_to_the_first_gt() {
+        // The plain-URI shortcut reads the same URI as the general path: the
+        // text between `<` and the first `>`.
+        let table = [
+            "<sip:bob@biloxi.example.com>",
+            "\"Bob\" <sip:bob@biloxi.example.com;transport=udp>;tag=1",
+            "<sip:a@b>;x=c@d",
+            "<sip:a@b?h=1>",
+            "<sip:a%40x@b>",
+            "<sip:a@b;lr;;>",
+            "<sip:a@b:5060>x",
+            "<sip:a@b >",
+            "<sips:[::1]:5061;lr>",
+            "<sip:a@b",
+            "<SIP:a@b>",
+        ];
+        for input in table {
+            let lt = input.find('<').expect("has <");
+            let want = input[lt + 1..]
+                .find('>')
+                .map(|gt| Uri::parse(&input[lt + 1..lt + 1 + gt]));
+            match NameAddr::parse(input) {
+                Ok(na) => assert_eq!(Some(Ok(na.uri)), want, "{input:?}"),
+                Err(_) => assert!(
+                    want.as_ref().is_none_or(|w| w.is_err())
+                        || input.ends_with('x')
+                        || input.contains("@d"),
+                    "{input:?}"
+                ),
+            }
         }
     }
 

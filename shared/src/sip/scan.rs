@@ -28,7 +28,19 @@ pub(crate) fn find_byte(s: &str, b: u8) -> Option<usize> {
 /// showed up in the benchmark profile; LWS is ASCII, so the cuts are on
 /// character boundaries.)
 pub(crate) fn trim(s: &str) -> &str {
-    let b = s.as_bytes();
+    let (a, e) = trim_range(s.as_bytes());
+    s.get(a..e).unwrap_or("")
+}
+
+/// Trim LWS on both sides of raw bytes.
+pub(crate) fn trim_bytes(b: &[u8]) -> &[u8] {
+    let (a, e) = trim_range(b);
+    b.get(a..e).unwrap_or_default()
+}
+
+/// The range of `b` without LWS on either side.
+#[inline(always)]
+fn trim_range(b: &[u8]) -> (usize, usize) {
     let mut a = 0;
     let mut e = b.len();
     while a < e && is_lws(b[a]) {
@@ -37,7 +49,7 @@ pub(crate) fn trim(s: &str) -> &str {
     while e > a && is_lws(b[e - 1]) {
         e -= 1;
     }
-    s.get(a..e).unwrap_or("")
+    (a, e)
 }
 
 /// Trim LWS on the left.
@@ -214,7 +226,13 @@ fn is_param_value(v: &str) -> bool {
     if b.first() == Some(&b'"') {
         return quoted_len(b) == Some(b.len());
     }
-    !b.is_empty() && b.iter().all(|&c| PARAM_VALUE[usize::from(c)])
+    !b.is_empty() && b.iter().all(|&c| is_param_value_byte(c))
+}
+
+/// A byte of an unquoted generic-param value (token characters plus `:[]`).
+#[inline(always)]
+pub(crate) fn is_param_value_byte(c: u8) -> bool {
+    PARAM_VALUE[usize::from(c)]
 }
 
 /// Bytes of an unquoted generic-param value: token characters plus `:[]`.

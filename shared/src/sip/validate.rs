@@ -116,7 +116,7 @@ pub fn check_request(msg: &Message) -> Result<Checked<'_>, ParseError> {
         if v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit()) {
             return Err(ParseError::BadHeader("Expires"));
         }
-        if super::cseq::parse_u32(v).is_none() {
+        if super::cseq::parse_u32(v.as_bytes()).is_none() {
             return Err(ParseError::Overflow("Expires"));
         }
     }
