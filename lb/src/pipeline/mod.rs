@@ -281,8 +281,11 @@ impl Core {
         let starts_txn = !matches!(method, Some(Method::Ack) | Some(Method::Cancel));
         if starts_txn && self.txns.is_full() {
             self.shared.metrics.txn_table_full.increment(1);
+            // Randomised like flood control's, so refused clients do not
+            // come back in step.
             let mut r = Reject::new(503, "Transaction Table Full");
-            r.extra = Some(("Retry-After", "5".to_string()));
+            let retry = self.shared.flood.retry_after();
+            r.extra = Some(("Retry-After", retry.to_string()));
             return Err(r);
         }
         let mut key = std::mem::take(&mut self.key_buf);
