@@ -246,7 +246,6 @@ pub async fn run(
     let shared = Arc::new(shared);
 
     let tasks = tokio_util::task::TaskTracker::new();
-    let stop_readers = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     let mut to_workers = Vec::with_capacity(workers);
     for (w, internal) in sockets.internal.into_iter().enumerate() {
@@ -254,23 +253,17 @@ pub async fn run(
         let core = Core::new(Arc::clone(&shared), internal.local_addr()?);
         let handle = Arc::new(Worker::new(core, internal));
         let external = std::mem::take(&mut per_worker_udp[w]);
-        readers.extend(worker::spawn_readers(&handle, w, external, &stop_readers)?);
+        readers.extend(worker::spawn_readers(&handle, w, external, &shutdown)?);
         to_workers.push(handle);
     }
-    // The reader threads block in recvfrom; they look at this flag every
-    // tick, and the tracker waits for them like for any task.
-    {
-        let (stop, shutdown) = (Arc::clone(&stop_readers), shutdown.clone());
-        tasks.spawn(async move {
-            shutdown.cancelled().await;
-            stop.store(true, Ordering::Relaxed);
-        });
-        tasks.spawn_blocking(move || {
-            for t in readers {
-                let _ = t.join();
-            }
-        });
-    }
+    // The reader threads block in recvfrom and look at the shutdown token
+    // every tick (itself, not a flag an async task would set: a runtime
+    // being dropped runs no tasks, and its blocking pool waits for this join).
+    tasks.spawn_blocking(move || {
+        for t in readers {
+            let _ = t.join();
+        }
+    });
     let to_workers = Arc::new(to_workers);
     let tcp_count = sockets.tcp.len();
     for (i, l) in sockets.tcp.into_iter().enumerate() {

@@ -10,12 +10,12 @@
 //! their framed messages to the same core through [`Worker::external`].
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sipedge_shared::sip::{Limits, Message};
+use tokio_util::sync::CancellationToken;
 
 use crate::context::Shared;
 use crate::flow::{FlowId, FlowTransport, Outbound};
@@ -124,16 +124,16 @@ fn run_timers(core: &mut Core, now: Instant) {
     }
 }
 
-/// Reads `sock` until `stop` is set: each datagram goes through the core,
+/// Reads `sock` until `stop` is cancelled: each datagram goes through the core,
 /// and every read (or [`TICK`] without one) also runs the expired timers.
-pub fn serve_udp(worker: &Worker, side: Side, sock: &UdpSocket, stop: &AtomicBool) {
+pub fn serve_udp(worker: &Worker, side: Side, sock: &UdpSocket, stop: &CancellationToken) {
     // Datagrams are read into this reused buffer and copied out at their
     // exact size: a message held by a lingering transaction then pins its own
     // few hundred bytes, not a shared 64 KiB block.
     let mut buf = vec![0u8; RECV_CHUNK];
     let mut out = Vec::new();
     let limits = worker.shared.settings.limits;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         let got = match sock.recv_from(&mut buf) {
             Ok((n, from)) => Some((Bytes::copy_from_slice(&buf[..n]), from)),
             Err(e) if is_timeout(&e) => None,
@@ -231,23 +231,23 @@ fn udp_flow(listener: u16, peer: SocketAddr) -> FlowId {
 }
 
 /// Starts the reader threads of `worker`: its internal socket and its
-/// members of the external UDP groups. They end when `stop` is set.
+/// members of the external UDP groups. They end when `stop` is cancelled.
 pub fn spawn_readers(
     worker: &Arc<Worker>,
     index: usize,
     external: Vec<(u16, Arc<UdpSocket>)>,
-    stop: &Arc<AtomicBool>,
+    stop: &CancellationToken,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut threads = Vec::with_capacity(1 + external.len());
     let internal = {
-        let (w, stop) = (Arc::clone(worker), Arc::clone(stop));
+        let (w, stop) = (Arc::clone(worker), stop.clone());
         std::thread::Builder::new()
             .name(format!("udp-int-{index}"))
             .spawn(move || serve_udp(&w, Side::Internal, w.internal(), &stop))?
     };
     threads.push(internal);
     for (listener, sock) in external {
-        let (w, stop) = (Arc::clone(worker), Arc::clone(stop));
+        let (w, stop) = (Arc::clone(worker), stop.clone());
         let t = std::thread::Builder::new()
             .name(format!("udp-ext-{index}-{listener}"))
             .spawn(move || serve_udp(&w, Side::External(listener), &sock, &stop))?;

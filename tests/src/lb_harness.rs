@@ -28,7 +28,7 @@ pub struct TestLb {
     pub addrs: Addresses,
     /// Cancels it.
     pub shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// Options of a test LB.
@@ -128,14 +128,25 @@ impl TestLb {
         Ok(TestLb {
             addrs,
             shutdown,
-            task,
+            task: Some(task),
         })
     }
 
     /// Stops it and waits.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.task.await?
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestLb {
+    /// A test that fails before `stop` still ends its LB (its UDP reader
+    /// threads would otherwise keep the runtime's shutdown waiting).
+    fn drop(&mut self) {
+        self.shutdown.cancel();
     }
 }
 
