@@ -778,10 +778,7 @@ async fn a_full_transaction_table_answers_503() {
     assert!(resp.header(HeaderName::RetryAfter).is_some());
     // The proxies record what they receive in their own tasks: let them.
     let total = || proxies.iter().map(|p| p.count("OPTIONS")).sum::<usize>();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while total() < 2 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    sipedge_tests::proxy_harness::eventually(WAIT, || async { total() >= 2 }).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(total(), 2, "the refused request was not forwarded");
     lb.stop().await.expect("stop");

@@ -85,12 +85,7 @@ pub fn response_from_proxy(core: &mut Core, msg: Message, now: Instant) {
         txn.started,
     );
     if is_cancel_response {
-        if let Some(bytes) = pop_via(&msg) {
-            core.out.push(Out {
-                dest: Dest::Flow(flow),
-                bytes,
-            });
-        }
+        relay(core, &msg, flow);
         return;
     }
     if branch.attempt != current {
@@ -98,12 +93,7 @@ pub fn response_from_proxy(core: &mut Core, msg: Message, now: Instant) {
         // INVITE still establishes the call and is relayed; a non-2xx final
         // is acknowledged hop by hop and dropped.
         if is_invite && (200..300).contains(&status) {
-            if let Some(bytes) = pop_via(&msg) {
-                core.out.push(Out {
-                    dest: Dest::Flow(flow),
-                    bytes,
-                });
-            }
+            relay(core, &msg, flow);
         } else if is_invite && status >= 300 {
             send_ack(core, &msg, branch, proxy);
         }
@@ -141,12 +131,7 @@ pub fn response_from_proxy(core: &mut Core, msg: Message, now: Instant) {
         // A final again: the proxy answering a retransmitted request we
         // relayed (the final is not kept here), or a 2xx retransmitted by
         // the callee. Relayed, and counted once, the first time.
-        if let Some(bytes) = pop_via(&msg) {
-            core.out.push(Out {
-                dest: Dest::Flow(flow),
-                bytes,
-            });
-        }
+        relay(core, &msg, flow);
         return;
     }
     if let Some(bytes) = pop_via(&msg) {
@@ -160,6 +145,16 @@ pub fn response_from_proxy(core: &mut Core, msg: Message, now: Instant) {
             }
         }
         core.txns.on_final(key, status, None, now);
+        core.out.push(Out {
+            dest: Dest::Flow(flow),
+            bytes,
+        });
+    }
+}
+
+/// Relays `msg` to the client's flow without our Via (dropped when it has none).
+fn relay(core: &mut Core, msg: &Message, flow: FlowId) {
+    if let Some(bytes) = pop_via(msg) {
         core.out.push(Out {
             dest: Dest::Flow(flow),
             bytes,
